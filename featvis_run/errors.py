@@ -1,0 +1,27 @@
+"""User-facing errors: each names the offending value and how to fix it."""
+
+from __future__ import annotations
+
+__all__ = ["FeatvisError", "ConfigError", "InputError", "ModelError", "RecordingError"]
+
+
+class FeatvisError(Exception):
+    """A user error. The CLI prints its message on one line and exits with code 2."""
+
+    exit_code = 2
+
+
+class ConfigError(FeatvisError):
+    """A configuration value is impossible (out of range, inconsistent with another value)."""
+
+
+class InputError(FeatvisError):
+    """An input file (image, output folder) is missing, unreadable or not what it should be."""
+
+
+class ModelError(FeatvisError):
+    """The model cannot be built or its checkpoint cannot be loaded."""
+
+
+class RecordingError(FeatvisError):
+    """A recorder or mapping names a layer, call or element that does not exist."""

@@ -1,0 +1,17 @@
+"""Resolving ``pkg://featvis_run/...`` references to files shipped inside the installed package."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+__all__ = ["PACKAGE_DIR", "resolve_package_path"]
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+_PREFIX = "pkg://featvis_run/"
+
+
+def resolve_package_path(ref: str) -> Path:
+    """``pkg://featvis_run/assets/x`` -> the file inside the installed package; other strings -> a user path."""
+    if ref.startswith(_PREFIX):
+        return PACKAGE_DIR / ref[len(_PREFIX) :]
+    return Path(ref).expanduser()

@@ -1,0 +1,88 @@
+"""Channel reductions and normalization over (C, H, W) float arrays. Pure functions, no I/O.
+
+Semantics follow MMRazor's feature visualization (and MMEngine's ``Visualizer.draw_featmap``):
+``pixel_wise_max`` is the max over channels, ``squeeze_mean`` the mean over channels, ``select_max`` the channel
+with the largest spatial sum, and ``none`` the ``topk`` channels ranked by spatial sum (``topk=-1``: draw a
+1- or 3-channel map as it is).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from featvis_run.errors import ConfigError
+
+__all__ = ["REDUCERS", "ReducedMap", "reduce_channels", "standardize", "topk_channels"]
+
+REDUCERS = ("pixel_wise_max", "squeeze_mean", "select_max", "none")
+
+
+@dataclass(frozen=True)
+class ReducedMap:
+    """The drawable result of a reduction.
+
+    ``maps`` is (K, H, W): K=1 for the channel reductions, K=topk for ``none``, and K=C (1 or 3) for ``topk=-1``.
+    ``channels`` are the source channel indices shown (empty for reductions that mix all channels).
+    ``kind`` is how to draw it: ``single`` (one heatmap), ``grid`` (one labelled tile per channel) or ``image``
+    (a 3-channel map shown as RGB). ``note`` says when a request was adjusted (e.g. topk clamped to C).
+    """
+
+    maps: np.ndarray
+    channels: tuple[int, ...]
+    reducer: str
+    kind: str = "single"
+    note: str | None = None
+
+
+def _check_chw(feat: np.ndarray) -> None:
+    if feat.ndim != 3:
+        raise ConfigError(f"expected a (C, H, W) feature map, got shape {tuple(feat.shape)}")
+
+
+def standardize(feat: np.ndarray, eps: float = 1e-6) -> np.ndarray:
+    """Standardize each channel of a (C, H, W) map to mean 0 and (sample) std 1, as MMRazor's ``norm`` does."""
+    _check_chw(feat)
+    c = feat.shape[0]
+    flat = feat.reshape(c, -1).astype(np.float32)
+    mean = flat.mean(axis=1, keepdims=True)
+    std = flat.std(axis=1, ddof=1 if flat.shape[1] > 1 else 0, keepdims=True)
+    return ((flat - mean) / (std + eps)).reshape(feat.shape)
+
+
+def topk_channels(feat: np.ndarray, k: int) -> tuple[int, ...]:
+    """Indices of the ``k`` channels with the largest spatial sums, largest first (ties: lower index first)."""
+    _check_chw(feat)
+    sums = feat.reshape(feat.shape[0], -1).sum(axis=1, dtype=np.float64)
+    order = np.argsort(-sums, kind="stable")
+    return tuple(int(i) for i in order[:k])
+
+
+def reduce_channels(feat: np.ndarray, reducer: str, topk: int = 20, where: str = "feature map") -> ReducedMap:
+    """Reduce a (C, H, W) map with ``reducer``; ``where`` names the map in error messages."""
+    _check_chw(feat)
+    c = feat.shape[0]
+    if reducer == "pixel_wise_max":
+        return ReducedMap(feat.max(axis=0, keepdims=True), (), reducer)
+    if reducer == "squeeze_mean":
+        return ReducedMap(feat.mean(axis=0, keepdims=True, dtype=np.float32), (), reducer)
+    if reducer == "select_max":
+        (idx,) = topk_channels(feat, 1)
+        return ReducedMap(feat[idx : idx + 1], (idx,), reducer)
+    if reducer != "none":
+        raise ConfigError(f"reducer={reducer!r} is unknown; choose one of {', '.join(REDUCERS)}")
+    if topk == -1:
+        if c not in (1, 3):
+            raise ConfigError(
+                f"topk=-1 draws a map as it is, which needs 1 or 3 channels, but {where} has {c}: "
+                "set reducer=pixel_wise_max, squeeze_mean or select_max, or a positive topk"
+            )
+        return ReducedMap(feat, tuple(range(c)), reducer, kind="image" if c == 3 else "single")
+    if topk <= 0:
+        raise ConfigError(f"topk={topk} is invalid: use a positive number of channels, or -1 (1- or 3-channel maps)")
+    note = None
+    if topk > c:
+        note = f"topk={topk} clamped to the {c} channels of {where}"
+    idx = topk_channels(feat, min(topk, c))
+    return ReducedMap(feat[list(idx)], idx, reducer, kind="grid", note=note)

@@ -1,0 +1,103 @@
+"""Frozen records of a run (what was drawn, from what, how long it took) and the manifest they save to."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from featvis_run.outputs import write_json
+
+__all__ = ["Failure", "ImageRecord", "MapRecord", "ModelRecord", "RunResult"]
+
+
+@dataclass(frozen=True)
+class MapRecord:
+    """One written image: which map of which image, its shape, how it was reduced, and its values."""
+
+    image: str
+    layer: str
+    level: str
+    shape: tuple[int, int, int]
+    valid_hw: tuple[int, int]
+    reducer: str
+    channels: tuple[int, ...]
+    stats: dict[str, float]
+    file: str
+    note: str | None = None
+
+
+@dataclass(frozen=True)
+class ImageRecord:
+    path: str
+    size_hw: tuple[int, int]
+    input_hw: tuple[int, int]
+    detections: int
+
+
+@dataclass(frozen=True)
+class Failure:
+    """An input that could not be processed and why; the run goes on and ends non-zero."""
+
+    item: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class ModelRecord:
+    name: str
+    mmdet_config: str
+    checkpoint: str | None
+    sha256: str | None
+    seed: int | None
+    device: str
+    num_classes: int
+    matched_keys: int = 0
+    missing_keys: int = 0
+    unexpected_keys: int = 0
+
+    @property
+    def weights(self) -> str:
+        return self.sha256 or "random init"
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """Everything a run produced; :meth:`save` writes it as ``manifest.json`` in ``out_dir``."""
+
+    experiment: str
+    out_dir: Path
+    config: dict[str, Any]
+    models: tuple[ModelRecord, ...]
+    images: tuple[ImageRecord, ...]
+    outputs: tuple[MapRecord, ...]
+    failures: tuple[Failure, ...] = ()
+    notes: tuple[str, ...] = ()
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return not self.failures
+
+    def manifest(self) -> dict[str, Any]:
+        models = []
+        for m in self.models:
+            d = asdict(m)
+            d["weights"] = m.weights
+            models.append(d)
+        return {
+            "experiment": self.experiment,
+            "status": "ok" if self.ok else "failed",
+            "out_dir": str(self.out_dir),
+            "models": models,
+            "images": [asdict(i) for i in self.images],
+            "outputs": [asdict(o) for o in self.outputs],
+            "failures": [asdict(f) for f in self.failures],
+            "notes": list(self.notes),
+            "timings": {k: round(v, 4) for k, v in self.timings.items()},
+            "config": self.config,
+        }
+
+    def save(self) -> Path:
+        """Write ``manifest.json`` atomically (``manifest-1.json`` etc. if one exists already)."""
+        return write_json(self.out_dir / "manifest.json", self.manifest())

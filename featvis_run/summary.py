@@ -1,0 +1,68 @@
+"""The rich terminal summary of a run: model line, outputs table, notes, timings, output folder."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from featvis_run.results import RunResult
+
+__all__ = ["print_layers", "print_summary"]
+
+
+def _shape(shape: Sequence[int]) -> str:
+    return "x".join(str(v) for v in shape)
+
+
+def _channels(ch: Sequence[int]) -> str:
+    if not ch:
+        return "all"
+    text = ",".join(str(c) for c in ch[:8])
+    return text + (f",… ({len(ch)})" if len(ch) > 8 else "")
+
+
+def print_summary(result: RunResult, console: Console | None = None) -> None:
+    """Print what the run drew, from which model and weights, how long it took and where it went."""
+    console = console or Console()
+    for m in result.models:
+        weights = (
+            f"[bold red]random init (seed {m.seed})[/]"
+            if m.sha256 is None
+            else f"{m.checkpoint} (sha256 {m.sha256[:12]}…)"
+        )
+        console.print(f"[bold]model[/] {m.name}  [dim]{m.mmdet_config}[/]  weights: {weights}  device: {m.device}")
+        if m.sha256 is not None and (m.missing_keys or m.unexpected_keys):
+            console.print(
+                f"  [yellow]checkpoint keys: {m.matched_keys} loaded, {m.missing_keys} model parameters not in it, "
+                f"{m.unexpected_keys} unused[/]"
+            )
+    table = Table(title=f"{result.experiment}: {len(result.outputs)} maps", show_lines=False)
+    for col in ("image", "layer", "level", "C x H x W", "reducer", "channels", "file"):
+        table.add_column(col, overflow="fold")
+    for o in result.outputs:
+        table.add_row(o.image, o.layer, o.level, _shape(o.shape), o.reducer, _channels(o.channels), o.file)
+    console.print(table)
+    for note in result.notes:
+        style = "bold red" if note.startswith("RANDOM INIT") else "yellow"
+        console.print(f"[{style}]note:[/] {note}")
+    for f in result.failures:
+        console.print(f"[bold red]failed:[/] {f.item}: {f.reason}")
+    timings = "  ".join(f"{k} {v:.2f}s" for k, v in result.timings.items())
+    console.print(f"[bold]timings[/] {timings}")
+    console.print(f"[bold]output[/] {result.out_dir}  (manifest.json)")
+
+
+def print_layers(layers: Sequence[Any], out_dir: Any, console: Console | None = None) -> None:
+    """Print every module that produced a tensor, with its output shapes (``mode=layers``)."""
+    console = console or Console()
+    table = Table(title="modules and output shapes (use the name as recorder source)")
+    for col in ("name", "type", "output shapes", "params"):
+        table.add_column(col, overflow="fold")
+    for layer in layers:
+        if layer.shapes:
+            table.add_row(layer.name, layer.type, "  ".join(_shape(s) for s in layer.shapes), f"{layer.params:,}")
+    console.print(table)
+    console.print(f"[bold]output[/] {out_dir}/layers.json")
