@@ -44,6 +44,7 @@ def run_single(cfg: Config, out_dir: Path, resolved: dict[str, Any]) -> Any:
 
     timer = Timer()
     settings = DrawSettings.from_config(cfg) if cfg.mode is Mode.draw else None
+    recorders, mappings = cfg.recorder.parsed()
     paths = image_paths(cfg)
     images = load_inputs(paths)
     started = time.perf_counter()
@@ -51,11 +52,11 @@ def run_single(cfg: Config, out_dir: Path, resolved: dict[str, Any]) -> Any:
     timer.add("model_load", started)
     if cfg.mode is Mode.layers:
         return list_model_layers(det, images[0], out_dir)
-    with FeatureRecorder(det.model, cfg.recorder.recorders) as recorder:
+    with FeatureRecorder(det.model, recorders) as recorder:
         started = time.perf_counter()
         results = run_batch(det, images)
         timer.add("forward", started)
-    features = extract_levels(recorder.records, cfg.recorder, batch=len(images))
+    features = extract_levels(recorder.records, recorders, mappings, batch=len(images))
     started = time.perf_counter()
     outputs = []
     for i, (image_id, image, res) in enumerate(zip(unique_ids(paths), images, results, strict=True)):

@@ -10,7 +10,7 @@ import numpy as np
 
 from featvis_run.errors import RecordingError
 from featvis_run.recorder import select_record
-from featvis_run.schema import MappingSpec, RecorderConfig
+from featvis_run.schema import MappingSpec, RecorderSpec
 
 __all__ = ["LevelKey", "extract_levels"]
 
@@ -43,18 +43,23 @@ def _as_batch(value: Any, key: LevelKey, batch: int) -> np.ndarray:
     return value.detach().float().cpu().numpy()
 
 
-def extract_levels(records: Mapping[str, list[Any]], cfg: RecorderConfig, batch: int) -> dict[LevelKey, np.ndarray]:
+def extract_levels(
+    records: Mapping[str, list[Any]],
+    recorders: Mapping[str, RecorderSpec],
+    mappings: Mapping[str, MappingSpec],
+    batch: int,
+) -> dict[LevelKey, np.ndarray]:
     """The (N, C, H, W) map of every mapping, in config order.
 
     A recorder with no mapping contributes all of its first call: a tensor as level ``out``, a tuple as levels
     ``0``, ``1``, ... (its 4-D tensors only).
     """
     out: dict[LevelKey, np.ndarray] = {}
-    for level, mapping in cfg.mappings.items():
+    for level, mapping in mappings.items():
         key = LevelKey(mapping.recorder, level)
         out[key] = _as_batch(select_record(records, level, mapping), key, batch)
-    mapped = {m.recorder for m in cfg.mappings.values()}
-    for name in cfg.recorders:
+    mapped = {m.recorder for m in mappings.values()}
+    for name in recorders:
         if name in mapped:
             continue
         value = select_record(records, name, MappingSpec(recorder=name))

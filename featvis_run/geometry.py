@@ -33,17 +33,19 @@ class Geometry:
 def feature_stride(input_size: int, cells: int) -> float:
     """Input pixels per feature cell along one axis.
 
-    Exact when ``input_size`` is a multiple of ``cells``; otherwise the power-of-two stride that yields ``cells``
-    with ceil rounding (stride-2 convolutions, e.g. RetinaNet's P6/P7), else the plain ratio.
+    Detectors downsample by powers of two, rounding sizes up (stride-2 convolutions, e.g. RetinaNet's P6/P7), so
+    the stride is the exact ratio when that is a power of two, else the power of two that yields ``cells`` with
+    ceil rounding, and the plain ratio when none does.
     """
     if cells <= 0:
         raise ValueError(f"a feature map needs at least one cell, got {cells}")
-    if input_size % cells == 0:
-        return input_size / cells
-    stride = 2 ** math.ceil(math.log2(input_size / cells))
+    ratio = input_size / cells
+    if ratio.is_integer() and int(ratio) & (int(ratio) - 1) == 0:
+        return ratio
+    stride = 2 ** math.ceil(math.log2(ratio))
     if math.ceil(input_size / stride) == cells:
         return float(stride)
-    return input_size / cells
+    return ratio
 
 
 def valid_cells(feat_hw: tuple[int, int], geom: Geometry) -> tuple[int, int]:

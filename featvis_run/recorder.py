@@ -173,10 +173,14 @@ def _shapes(x: Any) -> tuple[tuple[int, ...], ...]:
 def list_layers(model: nn.Module, run: Callable[[], Any]) -> list[LayerInfo]:
     """Every named module with the shapes it outputs while ``run()`` executes (hooks removed afterwards)."""
     seen: dict[str, tuple[tuple[int, ...], ...]] = {}
-    handles = []
-    for name, module in model.named_modules():
-        if name:
-            handles.append(module.register_forward_hook(lambda m, i, o, n=name: seen.setdefault(n, _shapes(o))))
+
+    def hook_for(name: str) -> Callable[..., None]:
+        def hook(module: nn.Module, args: Any, output: Any) -> None:  # must return None: keeps the output
+            seen.setdefault(name, _shapes(output))
+
+        return hook
+
+    handles = [m.register_forward_hook(hook_for(name)) for name, m in model.named_modules() if name]
     try:
         run()
     finally:

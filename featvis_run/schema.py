@@ -7,10 +7,13 @@ The same dataclasses are what the runner receives (``OmegaConf.to_object``): inn
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from enum import Enum
+from typing import Any
 
 from omegaconf import MISSING
+
+from featvis_run.errors import ConfigError
 
 __all__ = [
     "Config",
@@ -93,9 +96,42 @@ class MappingSpec:
 
 @dataclass
 class RecorderConfig:
+    """Named recorders and named mappings (levels). Entries are plain dicts so that new ones can be added from
+    the command line (``+recorder.recorders.head={type:method_outputs,source:...}``); :meth:`parsed` validates
+    them into :class:`RecorderSpec` / :class:`MappingSpec`."""
+
     name: str = MISSING
-    recorders: dict[str, RecorderSpec] = field(default_factory=dict)
-    mappings: dict[str, MappingSpec] = field(default_factory=dict)
+    recorders: dict[str, Any] = field(default_factory=dict)
+    mappings: dict[str, Any] = field(default_factory=dict)
+
+    def parsed(self) -> tuple[dict[str, RecorderSpec], dict[str, MappingSpec]]:
+        """The recorders and mappings as typed specs; a ConfigError names any bad entry."""
+        recorders = {name: _spec(RecorderSpec, f"recorder.recorders.{name}", v) for name, v in self.recorders.items()}
+        mappings = {name: _spec(MappingSpec, f"recorder.mappings.{name}", v) for name, v in self.mappings.items()}
+        for name, spec in recorders.items():
+            try:
+                spec.type = RecorderType(spec.type)
+            except ValueError:
+                valid = ", ".join(t.value for t in RecorderType)
+                raise ConfigError(
+                    f"recorder.recorders.{name}.type={spec.type!r} is unknown; use one of {valid}"
+                ) from None
+        return recorders, mappings
+
+
+def _spec(cls: type, where: str, value: Any) -> Any:
+    if isinstance(value, cls):
+        return value
+    if not isinstance(value, dict):
+        raise ConfigError(f"{where} must be a mapping like {{recorder: neck, data_idx: 0}}, got {value!r}")
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(value) - known)
+    if unknown:
+        raise ConfigError(f"{where} has unknown key(s) {', '.join(unknown)}; valid keys: {', '.join(sorted(known))}")
+    missing = [f.name for f in fields(cls) if f.default == MISSING and f.name not in value]
+    if missing:
+        raise ConfigError(f"{where} needs {', '.join(missing)}")
+    return cls(**value)
 
 
 @dataclass

@@ -1,0 +1,99 @@
+"""Every config group option composes into the typed schema; bad overrides fail in Hydra."""
+
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.errors import ConfigCompositionException
+from omegaconf import OmegaConf
+
+from featvis_run.runner import DrawSettings
+from featvis_run.schema import Config, RecorderType, ReducerName, register_configs
+
+from .conftest import CONF_DIR
+
+register_configs()
+
+
+def _options(group: str) -> list[str]:
+    return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
+
+
+def _compose(*overrides: str) -> Config:
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose(config_name="config", overrides=list(overrides))
+    return OmegaConf.to_object(cfg)
+
+
+GROUP_OPTIONS = [(g, o) for g in ("model", "recorder", "reducer", "layout", "output", "experiment") for o in _options(g)]
+
+
+@pytest.mark.parametrize(("group", "option"), GROUP_OPTIONS)
+def test_every_group_option_composes_to_typed_config(group, option):
+    cfg = _compose(f"{group}={option}")
+    assert isinstance(cfg, Config)
+    node = getattr(cfg, group)
+    assert node.name == option
+    assert DrawSettings.from_config(cfg).fmt in ("png", "jpg")
+
+
+def test_defaults():
+    cfg = _compose()
+    assert cfg.model.name == "retinanet_r50" and cfg.recorder.name == "fpn"
+    assert cfg.reducer.name is ReducerName.squeeze_mean and cfg.output.overlaid and cfg.output.alpha == 0.5
+    recorders, mappings = cfg.recorder.parsed()
+    assert recorders["neck"].type is RecorderType.module_outputs and recorders["neck"].source == "neck"
+    assert list(mappings) == ["p3", "p4", "p5", "p6", "p7"]
+    assert [m.data_idx for m in mappings.values()] == [0, 1, 2, 3, 4]
+
+
+def test_model_configs_name_mmdet_configs_that_exist_in_installed_mmdet():
+    from featvis_run.mmdet_adapter import resolve_mmdet_config
+
+    for option in _options("model"):
+        cfg = _compose(f"model={option}")
+        assert Path(resolve_mmdet_config(cfg.model.mmdet_config)).is_file()
+
+
+def test_sweepable_plain_keys_and_nested_overrides():
+    cfg = _compose("reducer=none", "topk=8", "use_norm=true", "layout.arrangement=[2,4]", "output.alpha=0.3")
+    assert cfg.topk == 8 and cfg.use_norm and cfg.layout.arrangement == [2, 4] and cfg.output.alpha == 0.3
+    s = DrawSettings.from_config(cfg)
+    assert s.render.arrangement == (2, 4) and s.reducer == "none"
+
+
+@pytest.mark.parametrize(
+    "override",
+    ["output.alpha=abc", "topk=x", "output.alhpa=0.3", "reducer=median", "model.device=[1]", "use_norm=maybe"],
+)
+def test_bad_overrides_fail_at_composition(override):
+    with pytest.raises((ConfigCompositionException, Exception)) as info:
+        _compose(override)
+    assert type(info.value).__module__.split(".")[0] in ("hydra", "omegaconf")
+
+
+def test_recorder_accepts_user_defined_recorders_from_command_line():
+    cfg = _compose(
+        "recorder=backbone",
+        "+recorder.recorders.head={type:method_outputs,source:mmdet.models.dense_heads.RetinaHead.forward_single}",
+        "+recorder.mappings.head_cls={recorder:head,data_idx:0,record_idx:2}",
+    )
+    recorders, mappings = cfg.recorder.parsed()
+    assert recorders["head"].type is RecorderType.method_outputs
+    assert mappings["head_cls"].record_idx == 2 and mappings["c2"].data_idx == 0
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("+recorder.recorders.x={type:module_output,source:neck}", r"recorder.recorders.x.type='module_output'"),
+        ("+recorder.recorders.x={source:neck,layer:1}", r"recorder.recorders.x has unknown key\(s\) layer"),
+        ("+recorder.mappings.y={data_idx:1}", r"recorder.mappings.y needs recorder"),
+    ],
+)
+def test_bad_recorder_entries_name_the_key(override, message):
+    from featvis_run.errors import ConfigError
+
+    cfg = _compose(override)
+    with pytest.raises(ConfigError, match=message):
+        cfg.recorder.parsed()

@@ -1,0 +1,46 @@
+"""Aligning maps of a resized, padded network input with the original image."""
+
+import numpy as np
+import pytest
+
+from featvis_run.geometry import Geometry, crop_valid, feature_stride, upsample_to_canvas, valid_cells
+
+
+@pytest.mark.parametrize(
+    ("size", "cells", "stride"),
+    [(320, 40, 8.0), (192, 3, 64.0), (192, 2, 128.0), (800, 7, 128.0), (224, 14, 16.0), (100, 3, 100 / 3)],
+)
+def test_feature_stride(size, cells, stride):
+    assert feature_stride(size, cells) == pytest.approx(stride)
+
+
+def test_valid_cells_exclude_padding():
+    # 240 x 400 image resized by 0.8 to 192 x 320, padded to 224 x 320 (e.g. batched with a taller image)
+    geom = Geometry(ori_hw=(240, 400), img_hw=(192, 320), input_hw=(224, 320))
+    assert valid_cells((28, 40), geom) == (24, 40)  # stride 8
+    assert valid_cells((4, 5), geom) == (3, 5)  # stride 64: ceil(192 / 64) = 3
+    feat = np.zeros((2, 28, 40), np.float32)
+    assert crop_valid(feat, geom).shape == (2, 24, 40)
+
+
+@pytest.mark.parametrize(("r", "c"), [(0, 0), (5, 17), (23, 39), (12, 3)])
+def test_upsampled_hot_cell_lands_on_its_image_location(r, c):
+    geom = Geometry(ori_hw=(240, 400), img_hw=(192, 320), input_hw=(224, 320))
+    feat = np.zeros((28, 40), np.float32)
+    feat[r, c] = 1.0
+    cropped = feat[:24, :40]
+    up = upsample_to_canvas(cropped, (28, 40), geom, (240, 400))
+    assert up.shape == (240, 400)
+    y, x = np.unravel_index(np.argmax(up), up.shape)
+    # cell centre in input pixels is (i + 0.5) * 8; in original pixels divide by the 0.8 resize factor
+    assert abs(y - (r + 0.5) * 8 / 0.8) <= 5.5 and abs(x - (c + 0.5) * 8 / 0.8) <= 5.5
+
+
+def test_upsample_to_resized_canvas_scales_positions():
+    geom = Geometry(ori_hw=(100, 200), img_hw=(100, 200), input_hw=(128, 224))
+    feat = np.zeros((16, 28), np.float32)
+    feat[6, 20] = 1.0
+    cropped = feat[: valid_cells((16, 28), geom)[0], : valid_cells((16, 28), geom)[1]]
+    up = upsample_to_canvas(cropped, (16, 28), geom, (50, 400))  # half height, double width
+    y, x = np.unravel_index(np.argmax(up), up.shape)
+    assert abs(y - 52 / 2) <= 3 and abs(x - 164 * 2) <= 6
