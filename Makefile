@@ -20,9 +20,12 @@ install: ## Create .venv and install torch, mmcv (ops), mmdet, hydra and featvis
 	$(PIP) install --upgrade 'setuptools>=61,<70' wheel ninja packaging
 	$(PIP) install torch==$(TORCH_VERSION)
 	$(PIP) install 'mmengine>=0.10,<0.11'
-	# mmcv 2.1.0 ships only a source archive on PyPI: build it with its ops against the pinned torch,
-	# unless WHEELHOUSE holds a matching prebuilt wheel.
+	# mmcv 2.1.0 ships only a source archive on PyPI: build it with its ops against the pinned torch
+	# (its setup.py needs an old setuptools), unless WHEELHOUSE holds a matching prebuilt wheel.
+	$(PIP) install 'setuptools<70'
 	MMCV_WITH_OPS=1 MAX_JOBS=2 $(PIP) install --no-build-isolation $(FIND_LINKS) mmcv==$(MMCV_VERSION)
+	# torch wants setuptools>=77.0.3; mmengine's `mmdet::` config bases need pkg_resources (gone in 81).
+	$(PIP) install 'setuptools>=77.0.3,<81'
 	$(PIP) install $(FIND_LINKS) -e '.[dev]'
 	$(BIN)/python -c "import mmcv.ops, mmdet; print('mmcv', mmcv.__version__, 'mmdet', mmdet.__version__, 'ops ok')"
 

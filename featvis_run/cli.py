@@ -7,6 +7,7 @@ imported when a run starts. User errors print one line and exit with code 2 (``d
 from __future__ import annotations
 
 import sys
+import warnings
 from pathlib import Path
 
 import hydra
@@ -57,6 +58,8 @@ def _main(dcfg: DictConfig) -> None:
 
 def main() -> None:
     """Console-script entry point."""
+    # mmengine imports pkg_resources to resolve `mmdet::` config bases; its deprecation notice is noise here.
+    warnings.filterwarnings("ignore", message="pkg_resources is deprecated", category=UserWarning)
     _main()
 
 

@@ -39,14 +39,15 @@ def list_model_layers(det: Any, image: Any, out_dir: Path) -> list[Any]:
 
 def run_single(cfg: Config, out_dir: Path, resolved: dict[str, Any]) -> Any:
     """One image (or the demo scene) through one model: one file per recorded layer and level."""
-    from featvis_run.mmdet_adapter import load_detector, run_batch
-    from featvis_run.recorder import FeatureRecorder
-
     timer = Timer()
+    # Validate everything cheap before torch and mmdet are even imported.
     settings = DrawSettings.from_config(cfg) if cfg.mode is Mode.draw else None
     recorders, mappings = cfg.recorder.parsed()
     paths = image_paths(cfg)
     images = load_inputs(paths)
+    from featvis_run.mmdet_adapter import load_detector, run_batch
+    from featvis_run.recorder import FeatureRecorder
+
     started = time.perf_counter()
     det = load_detector(cfg.model)
     timer.add("model_load", started)

@@ -160,16 +160,17 @@ def load_checkpoint_state(path: Path, trust: bool) -> dict[str, Any]:
         ckpt = torch.load(path, map_location="cpu", weights_only=not trust)
     except Exception as err:
         msg = str(err)
-        if "Weights only load failed" in msg:
-            found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", msg)
-            what = f" (it pickles {found.group(1)})" if found else ""
+        found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", msg)
+        if found:
             raise ModelError(
-                f"model.checkpoint={str(path)!r} was refused by torch.load(weights_only=True): it holds Python "
-                f"objects besides tensors{what}. If you trust where the file came from, rerun with "
-                "model.trust_checkpoint=true (it then runs the pickle's code)"
+                f"model.checkpoint={str(path)!r} was refused by torch.load(weights_only=True): it pickles Python "
+                f"objects besides tensors ({found.group(1)}). If you trust where the file came from, rerun with "
+                "model.trust_checkpoint=true (loading then runs the pickle's code)"
             ) from err
+        detail = msg.strip().splitlines()[-1][:120] if msg.strip() else type(err).__name__
         raise ModelError(
-            f"model.checkpoint={str(path)!r} is not a readable PyTorch checkpoint ({type(err).__name__}: {msg[:120]})"
+            f"model.checkpoint={str(path)!r} is not a readable PyTorch checkpoint ({detail}); "
+            "give a .pth file saved by torch.save"
         ) from err
     if not isinstance(ckpt, dict):
         raise ModelError(f"model.checkpoint={str(path)!r} holds a {type(ckpt).__name__}, not a state dict")

@@ -37,3 +37,42 @@ def scene_image(tmp_path: Path) -> Path:
 def _quiet_env(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HYDRA_FULL_ERROR", "0")
     os.environ.setdefault("OMP_NUM_THREADS", "2")
+
+
+TINY_RETINANET = """
+_base_ = 'mmdet::retinanet/retinanet_r18_fpn_1x_coco.py'
+model = dict(
+    backbone=dict(depth=18, base_channels=8, init_cfg=None),
+    neck=dict(in_channels=[8, 16, 32, 64], out_channels=16),
+    bbox_head=dict(num_classes=3, in_channels=16, feat_channels=16, stacked_convs=1),
+)
+test_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='Resize', scale=(160, 160), keep_ratio=True),
+    dict(type='PackDetInputs', meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape', 'scale_factor')),
+]
+test_dataloader = dict(dataset=dict(pipeline=test_pipeline, metainfo=dict(classes=('a', 'b', 'c'))))
+"""
+
+
+@pytest.fixture(scope="session")
+def tiny_config(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A real mmdet RetinaNet (ResNet-18 at 1/8 width, 16-channel FPN, 3 classes) that builds and runs in ~1 s."""
+    path = tmp_path_factory.mktemp("cfg") / "tiny_retinanet.py"
+    path.write_text(TINY_RETINANET)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tiny_config: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A weights-only checkpoint of the tiny model with non-default weights and dataset_meta."""
+    import torch
+
+    from featvis_run.mmdet_adapter import load_detector
+    from featvis_run.schema import ModelConfig
+
+    det = load_detector(ModelConfig(name="tiny", mmdet_config=str(tiny_config), seed=123))
+    path = tmp_path_factory.mktemp("ckpt") / "tiny.pth"
+    meta = {"dataset_meta": {"classes": ["x", "y", "z"]}}
+    torch.save({"state_dict": det.model.state_dict(), "meta": meta}, path)
+    return path

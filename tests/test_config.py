@@ -25,7 +25,8 @@ def _compose(*overrides: str) -> Config:
     return OmegaConf.to_object(cfg)
 
 
-GROUP_OPTIONS = [(g, o) for g in ("model", "recorder", "reducer", "layout", "output", "experiment") for o in _options(g)]
+GROUPS = ("model", "recorder", "reducer", "layout", "output", "experiment")
+GROUP_OPTIONS = [(g, o) for g in GROUPS for o in _options(g)]
 
 
 @pytest.mark.parametrize(("group", "option"), GROUP_OPTIONS)

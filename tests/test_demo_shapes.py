@@ -22,12 +22,12 @@ from featvis_run.demo.shapes import (
 )
 
 REPO = Path(__file__).resolve().parents[1]
-ASSETS = REPO / 'featvis_run' / 'assets'
-CKPT = ASSETS / 'demo_shapes.pth'
-DEMO_PNG = ASSETS / 'demo_scene.png'
-DEMO_JSON = ASSETS / 'demo_scene.json'
-CONFIG = REPO / 'featvis_run' / 'demo' / 'demo_shapes_config.py'
-TRAIN_SCRIPT = REPO / 'scripts' / 'train_demo_model.py'
+ASSETS = REPO / "featvis_run" / "assets"
+CKPT = ASSETS / "demo_shapes.pth"
+DEMO_PNG = ASSETS / "demo_scene.png"
+DEMO_JSON = ASSETS / "demo_scene.json"
+CONFIG = REPO / "featvis_run" / "demo" / "demo_shapes_config.py"
+TRAIN_SCRIPT = REPO / "scripts" / "train_demo_model.py"
 
 #: Minimal inside/outside ratio of FPN activations asserted per level.
 MIN_LEVEL_RATIO = 1.5
@@ -85,14 +85,14 @@ def test_demo_scene_layout():
     assert s.class_names == [name for name, *_ in DEMO_SCENE_OBJECTS]
     # circles are placed by centre and diameter: their tight boxes are known geometrically
     for (name, size, cx, cy), box in zip(DEMO_SCENE_OBJECTS, s.boxes, strict=True):
-        if name == 'circle':
+        if name == "circle":
             np.testing.assert_allclose(box, [cx - size / 2, cy - size / 2, cx + size / 2, cy + size / 2], atol=1.5)
 
 
 def test_write_demo_scene_matches_packaged_asset(tmp_path):
     png, ann = write_demo_scene(tmp_path)
     meta = json.loads(ann.read_text())
-    assert meta['classes'] == list(CLASSES) and len(meta['objects']) == len(DEMO_SCENE_OBJECTS)
+    assert meta["classes"] == list(CLASSES) and len(meta["objects"]) == len(DEMO_SCENE_OBJECTS)
     if DEMO_PNG.exists():
         assert png.read_bytes() == DEMO_PNG.read_bytes()
         assert meta == json.loads(DEMO_JSON.read_text())
@@ -101,28 +101,28 @@ def test_write_demo_scene_matches_packaged_asset(tmp_path):
 def test_coco_dataset_deterministic_and_loads_with_mmdet(tmp_path):
     from mmdet.datasets import CocoDataset
 
-    a = write_coco_dataset(tmp_path / 'a', 5, seed=11, size=(160, 200))
-    b = write_coco_dataset(tmp_path / 'b', 5, seed=11, size=(160, 200))
+    a = write_coco_dataset(tmp_path / "a", 5, seed=11, size=(160, 200))
+    b = write_coco_dataset(tmp_path / "b", 5, seed=11, size=(160, 200))
     assert a.read_bytes() == b.read_bytes()
-    for png in sorted((tmp_path / 'a' / 'images').glob('*.png')):
-        assert png.read_bytes() == (tmp_path / 'b' / 'images' / png.name).read_bytes()
+    for png in sorted((tmp_path / "a" / "images").glob("*.png")):
+        assert png.read_bytes() == (tmp_path / "b" / "images" / png.name).read_bytes()
 
     scenes = [make_scene(s, (160, 200)) for s in scene_seeds(11, 5)]
     ds = CocoDataset(
-        data_root=str(tmp_path / 'a'),
-        ann_file='annotations.json',
-        data_prefix=dict(img='images/'),
+        data_root=str(tmp_path / "a"),
+        ann_file="annotations.json",
+        data_prefix=dict(img="images/"),
         metainfo=dict(classes=CLASSES),
         test_mode=True,
-        pipeline=[dict(type='LoadImageFromFile'), dict(type='LoadAnnotations', with_bbox=True)],
+        pipeline=[dict(type="LoadImageFromFile"), dict(type="LoadAnnotations", with_bbox=True)],
     )
     assert len(ds) == 5
-    assert sum(len(ds.get_data_info(i)['instances']) for i in range(len(ds))) == sum(len(s.boxes) for s in scenes)
+    assert sum(len(ds.get_data_info(i)["instances"]) for i in range(len(ds))) == sum(len(s.boxes) for s in scenes)
     for i in (0, 4):
         item = ds[i]
-        np.testing.assert_array_equal(item['img'], scenes[i].image)
-        np.testing.assert_allclose(item['gt_bboxes'], scenes[i].boxes)
-        np.testing.assert_array_equal(item['gt_bboxes_labels'], scenes[i].labels)
+        np.testing.assert_array_equal(item["img"], scenes[i].image)
+        np.testing.assert_allclose(item["gt_bboxes"], scenes[i].boxes)
+        np.testing.assert_array_equal(item["gt_bboxes_labels"], scenes[i].labels)
 
 
 # --------------------------------------------------------------------------------------------- training
@@ -132,51 +132,54 @@ def test_coco_dataset_deterministic_and_loads_with_mmdet(tmp_path):
 def test_train_script_quick(tmp_path):
     import torch
 
-    out = tmp_path / 'out' / 'quick.pth'
+    out = tmp_path / "out" / "quick.pth"
     proc = subprocess.run(
-        [sys.executable, str(TRAIN_SCRIPT), '--quick', '--out', str(out), '--work-dir', str(tmp_path / 'work')],
-        capture_output=True, text=True, timeout=600, cwd=tmp_path,
+        [sys.executable, str(TRAIN_SCRIPT), "--quick", "--out", str(out), "--work-dir", str(tmp_path / "work")],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=tmp_path,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     ckpt = torch.load(out, weights_only=True)
-    assert set(ckpt) == {'state_dict', 'meta'}
-    assert ckpt['meta']['dataset_meta']['classes'] == list(CLASSES)
-    assert ckpt['meta']['config'] == 'demo_shapes_config.py'
-    assert isinstance(ckpt['meta']['bbox_mAP_50'], float)
-    assert all(isinstance(v, torch.Tensor) for v in ckpt['state_dict'].values())
-    assert any(k.startswith('neck.') for k in ckpt['state_dict'])
-    metrics = json.loads((out.parent / 'quick_metrics.json').read_text())
-    assert metrics['train']['iters'] == 4
-    assert (out.parent / 'demo_scene.png').exists() and (out.parent / 'demo_scene.json').exists()
-    assert not (tmp_path / 'work' / 'data').exists()  # generated images are cleaned up
+    assert set(ckpt) == {"state_dict", "meta"}
+    assert ckpt["meta"]["dataset_meta"]["classes"] == list(CLASSES)
+    assert ckpt["meta"]["config"] == "demo_shapes_config.py"
+    assert isinstance(ckpt["meta"]["bbox_mAP_50"], float)
+    assert all(isinstance(v, torch.Tensor) for v in ckpt["state_dict"].values())
+    assert any(k.startswith("neck.") for k in ckpt["state_dict"])
+    metrics = json.loads((out.parent / "quick_metrics.json").read_text())
+    assert metrics["train"]["iters"] == 4
+    assert (out.parent / "demo_scene.png").exists() and (out.parent / "demo_scene.json").exists()
+    assert not (tmp_path / "work" / "data").exists()  # generated images are cleaned up
 
 
 # -------------------------------------------------------------------------------------- packaged model
 
-needs_ckpt = pytest.mark.skipif(not CKPT.exists(), reason='featvis_run/assets/demo_shapes.pth not trained yet')
+needs_ckpt = pytest.mark.skipif(not CKPT.exists(), reason="featvis_run/assets/demo_shapes.pth not trained yet")
 
 
-@pytest.fixture(scope='module')
+@pytest.fixture(scope="module")
 def demo_model():
-    """(model, cfg) of the packaged demo model, weights loaded, in eval mode."""
+    """(model, cfg, checkpoint) of the packaged demo model, weights loaded, in eval mode."""
     import torch
+    from mmdet.registry import MODELS
     from mmengine.config import Config
     from mmengine.registry import init_default_scope
-    from mmdet.registry import MODELS
 
-    init_default_scope('mmdet')
+    init_default_scope("mmdet")
     cfg = Config.fromfile(str(CONFIG))
     model = MODELS.build(cfg.model)
     ckpt = torch.load(CKPT, weights_only=True)
     own = model.state_dict()
-    assert set(ckpt['state_dict']) == set(own), 'checkpoint keys differ from the config model'
-    assert all(ckpt['state_dict'][k].shape == v.shape for k, v in own.items())
-    model.load_state_dict(ckpt['state_dict'], strict=True)
+    assert set(ckpt["state_dict"]) == set(own), "checkpoint keys differ from the config model"
+    assert all(ckpt["state_dict"][k].shape == v.shape for k, v in own.items())
+    model.load_state_dict(ckpt["state_dict"], strict=True)
     model.eval()
     return model, cfg, ckpt
 
 
-@pytest.fixture(scope='module')
+@pytest.fixture(scope="module")
 def demo_run(demo_model):
     """Predictions and FPN outputs on the packaged demo scene."""
     import cv2
@@ -184,11 +187,11 @@ def demo_run(demo_model):
     from mmcv.transforms import Compose
 
     model, cfg, _ = demo_model
-    pipeline = [dict(t) for t in cfg.test_dataloader.dataset.pipeline if t['type'] != 'LoadAnnotations']
-    pipeline[0] = dict(type='mmdet.LoadImageFromNDArray')
+    pipeline = [dict(t) for t in cfg.test_dataloader.dataset.pipeline if t["type"] != "LoadAnnotations"]
+    pipeline[0] = dict(type="mmdet.LoadImageFromNDArray")
     img = cv2.imread(str(DEMO_PNG))
     data = Compose(pipeline)(dict(img=img, img_id=0))
-    batch = dict(inputs=[data['inputs']], data_samples=[data['data_samples']])
+    batch = dict(inputs=[data["inputs"]], data_samples=[data["data_samples"]])
     feats = []
     handle = model.neck.register_forward_hook(lambda _m, _i, out: feats.extend(out))
     try:
@@ -196,7 +199,7 @@ def demo_run(demo_model):
             result = model.test_step(batch)[0]
     finally:
         handle.remove()
-    objects = json.loads(DEMO_JSON.read_text())['objects']
+    objects = json.loads(DEMO_JSON.read_text())["objects"]
     return result, feats, objects
 
 
@@ -205,10 +208,10 @@ def demo_run(demo_model):
 def test_checkpoint_plain_and_small(demo_model):
     _, _, ckpt = demo_model
     assert CKPT.stat().st_size <= 5 * 1024 * 1024
-    meta = ckpt['meta']
-    assert meta['dataset_meta']['classes'] == list(CLASSES)
-    assert meta['config'] == 'demo_shapes_config.py'
-    assert meta['bbox_mAP_50'] >= 0.8, meta
+    meta = ckpt["meta"]
+    assert meta["dataset_meta"]["classes"] == list(CLASSES)
+    assert meta["config"] == "demo_shapes_config.py"
+    assert meta["bbox_mAP_50"] >= 0.8, meta
 
 
 @needs_ckpt
@@ -219,11 +222,11 @@ def test_detects_every_demo_scene_object(demo_run):
 
     result, _, objects = demo_run
     pred = result.pred_instances
-    gt = torch.tensor([o['bbox'] for o in objects], dtype=torch.float32)
+    gt = torch.tensor([o["bbox"] for o in objects], dtype=torch.float32)
     ious = bbox_overlaps(gt, pred.bboxes)
     missed = []
     for i, obj in enumerate(objects):
-        ok = (ious[i] > 0.5) & (pred.scores > 0.5) & (pred.labels == CLASSES.index(obj['label']))
+        ok = (ious[i] > 0.5) & (pred.scores > 0.5) & (pred.labels == CLASSES.index(obj["label"]))
         if not bool(ok.any()):
             missed.append(obj)
     assert not missed, missed
@@ -245,7 +248,7 @@ def level_activation_ratios(feats, objects, anchor_sizes, img_shape, pad_shape) 
     import torch.nn.functional as F
 
     h, w = img_shape
-    boxes = np.array([o['bbox'] for o in objects])
+    boxes = np.array([o["bbox"] for o in objects])
     sizes = np.sqrt((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]))
     level_of = np.abs(np.log(sizes[:, None]) - np.log(np.array(anchor_sizes)[None])).argmin(1)
     outside = np.ones((h, w), bool)
@@ -254,11 +257,11 @@ def level_activation_ratios(feats, objects, anchor_sizes, img_shape, pad_shape) 
     ratios = []
     for lvl, feat in enumerate(feats):
         act = feat[0].abs().mean(0)[None, None]
-        act = F.interpolate(act, size=pad_shape, mode='bilinear', align_corners=False)[0, 0, :h, :w].numpy()
+        act = F.interpolate(act, size=pad_shape, mode="bilinear", align_corners=False)[0, 0, :h, :w].numpy()
         inside = np.zeros((h, w), bool)
         for x1, y1, x2, y2 in boxes[level_of == lvl].round().astype(int):
             inside[y1:y2, x1:x2] = True
-        assert inside.any(), f'no demo object at the scale of level {lvl}'
+        assert inside.any(), f"no demo object at the scale of level {lvl}"
         ratios.append(float(act[inside].mean() / act[outside].mean()))
     return ratios
 
@@ -269,8 +272,9 @@ def test_fpn_levels_light_up_on_objects_of_their_scale(demo_model, demo_run):
     _, cfg, _ = demo_model
     result, feats, objects = demo_run
     assert len(feats) == 5
-    assert result.metainfo['scale_factor'] == (1.0, 1.0)  # demo scene is used at its own size
-    ratios = level_activation_ratios(feats, objects, _anchor_sizes(cfg), result.metainfo['img_shape'],
-                                     result.metainfo['batch_input_shape'])
-    print('FPN inside/outside |activation| ratios P3..P7:', [round(r, 2) for r in ratios])
+    assert result.metainfo["scale_factor"] == (1.0, 1.0)  # demo scene is used at its own size
+    ratios = level_activation_ratios(
+        feats, objects, _anchor_sizes(cfg), result.metainfo["img_shape"], result.metainfo["batch_input_shape"]
+    )
+    print("FPN inside/outside |activation| ratios P3..P7:", [round(r, 2) for r in ratios])
     assert all(r > MIN_LEVEL_RATIO for r in ratios), ratios

@@ -1,0 +1,121 @@
+"""End-to-end runs of the installed ``featvis-run`` console script on real mmdet models."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from .conftest import console_script
+
+pytestmark = pytest.mark.slow
+
+
+def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([console_script(), *args], capture_output=True, text=True, timeout=600, cwd=cwd, env=None)
+
+
+def manifest(out: Path) -> dict:
+    return json.loads((out / "manifest.json").read_text())
+
+
+def test_help_does_not_import_torch():
+    code = "import sys, featvis_run.cli; assert 'torch' not in sys.modules and 'mmdet' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True)
+    proc = run_cli("--help")
+    assert proc.returncode == 0 and "model: " in proc.stdout and "reducer: " in proc.stdout
+
+
+def test_real_retinanet_r50_random_init_writes_every_fpn_level(scene_image, tmp_path):
+    out = tmp_path / "run"
+    proc = run_cli(
+        f"image={scene_image}",
+        "model=retinanet_r50",
+        'model.cfg_options=["test_dataloader.dataset.pipeline.1.scale=(192,192)"]',
+        f"output.dir={out}",
+    )
+    assert proc.returncode == 0, proc.stderr
+    files = sorted(p.relative_to(out).as_posix() for p in out.rglob("*.png"))
+    assert files == [f"scene/neck/p{i}.png" for i in range(3, 8)]
+    m = manifest(out)
+    assert m["status"] == "ok" and m["experiment"] == "single"
+    model = m["models"][0]
+    assert model["name"] == "retinanet_r50" and model["weights"] == "random init" and model["checkpoint"] is None
+    assert model["mmdet_config"].endswith("retinanet/retinanet_r50_fpn_2x_coco.py")
+    assert m["images"][0]["path"] == str(scene_image) and m["images"][0]["size_hw"] == [240, 400]
+    # 240x400 resized to fit 192x192 -> 115x192, padded to 128x192: P3 is 16x24, of which 15x24 covers the image
+    p3 = m["outputs"][0]
+    assert (p3["layer"], p3["level"], p3["shape"], p3["valid_hw"]) == ("neck", "p3", [256, 16, 24], [15, 24])
+    assert p3["reducer"] == "squeeze_mean" and p3["stats"]["max"] >= p3["stats"]["mean"] >= p3["stats"]["min"]
+    assert set(m["timings"]) >= {"model_load", "forward", "render"}
+    assert m["config"]["model"]["name"] == "retinanet_r50"
+    assert "RANDOM INIT" in proc.stdout and "neck" in proc.stdout and str(out) in proc.stdout.replace("\n", "")
+    import cv2
+
+    assert cv2.imread(str(out / "scene/neck/p5.png")).shape == (240, 400, 3)  # overlaid at the image's size
+
+
+def test_topk_grid_backbone_heatmaps_with_checkpoint(scene_image, tmp_path, tiny_config, tiny_checkpoint):
+    out = tmp_path / "grid"
+    proc = run_cli(
+        f"image={scene_image}",
+        f"model.mmdet_config={tiny_config}",
+        f"model.checkpoint={tiny_checkpoint}",
+        "recorder=backbone",
+        "reducer=none",
+        "topk=12",
+        "layout=grid_2x4",
+        "layout.arrangement=[3,4]",
+        "output=heatmap",
+        f"output.dir={out}",
+    )
+    assert proc.returncode == 0, proc.stderr
+    m = manifest(out)
+    assert [o["level"] for o in m["outputs"]] == ["c2", "c3", "c4", "c5"]
+    c2 = m["outputs"][0]
+    assert c2["shape"][0] == 8 and len(c2["channels"]) == 8 and "clamped to the 8 channels" in c2["note"]
+    assert len(m["outputs"][3]["channels"]) == 12
+    assert m["models"][0]["sha256"] and m["models"][0]["checkpoint"] == str(tiny_checkpoint)
+    assert "clamped" in proc.stdout
+
+
+def test_never_overwrites_and_use_norm(scene_image, tmp_path, tiny_config):
+    out = tmp_path / "same"
+    args = (f"image={scene_image}", f"model.mmdet_config={tiny_config}", "use_norm=true", f"output.dir={out}")
+    assert run_cli(*args).returncode == 0
+    assert run_cli(*args, "reducer=select_max").returncode == 0
+    assert (out / "scene/neck/p3.png").exists() and (out / "scene/neck/p3-1.png").exists()
+    assert (out / "manifest.json").exists() and (out / "manifest-1.json").exists()
+    second = json.loads((out / "manifest-1.json").read_text())
+    assert second["outputs"][0]["file"] == "scene/neck/p3-1.png" and len(second["outputs"][0]["channels"]) == 1
+
+
+def test_layers_mode_lists_modules_with_shapes(scene_image, tmp_path, tiny_config):
+    out = tmp_path / "layers"
+    proc = run_cli(f"image={scene_image}", f"model.mmdet_config={tiny_config}", "mode=layers", f"output.dir={out}")
+    assert proc.returncode == 0, proc.stderr
+    layers = {entry["name"]: entry for entry in json.loads((out / "layers.json").read_text())}
+    assert layers["neck"]["shapes"][0][1] == 16 and len(layers["neck"]["shapes"]) == 5
+    assert "backbone.layer1" in layers and "neck.fpn_convs.0" in proc.stdout.replace("\n", "")
+
+
+def test_recording_a_method_and_module_inputs(scene_image, tmp_path, tiny_config):
+    out = tmp_path / "method"
+    proc = run_cli(
+        f"image={scene_image}",
+        f"model.mmdet_config={tiny_config}",
+        "recorder.recorders={}",
+        "recorder.mappings={}",
+        "+recorder.recorders.cls={type:method_outputs,source:mmdet.models.dense_heads.RetinaHead.forward_single}",
+        "+recorder.mappings.cls_p4={recorder:cls,data_idx:0,record_idx:1}",
+        "+recorder.recorders.head_in={type:module_inputs,source:neck.fpn_convs.0}",
+        "+recorder.mappings.head_in_p3={recorder:head_in,data_idx:0}",
+        f"output.dir={out}",
+    )
+    assert proc.returncode == 0, proc.stderr
+    outs = {o["level"]: o for o in manifest(out)["outputs"]}
+    assert outs["cls_p4"]["shape"][0] == 9 * 3  # anchors x classes
+    assert outs["head_in_p3"]["shape"][0] == 16
+    assert outs["cls_p4"]["shape"][1] * 2 == pytest.approx(outs["head_in_p3"]["shape"][1], abs=1)
+    assert "pkg_resources" not in proc.stderr

@@ -1,0 +1,105 @@
+"""The mmdet adapter on real (small) mmdet models: configs, cfg-options, checkpoints, test pipeline, inference."""
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from featvis_run.errors import ModelError
+from featvis_run.mmdet_adapter import (
+    load_detector,
+    parse_cfg_options,
+    resolve_mmdet_config,
+    run_batch,
+)
+from featvis_run.schema import ModelConfig
+
+
+def tiny(tiny_config: Path, **kw) -> ModelConfig:
+    return ModelConfig(name="tiny", mmdet_config=str(tiny_config), **kw)
+
+
+def test_resolves_configs_from_installed_mmdet_without_copies():
+    import mmdet
+
+    path = resolve_mmdet_config("retinanet/retinanet_r101_fpn_2x_coco.py")
+    assert path.is_file() and Path(mmdet.__file__).parent in path.parents
+    assert resolve_mmdet_config("retinanet_r50_fpn_2x_coco") == resolve_mmdet_config(
+        "mmdet::retinanet/retinanet_r50_fpn_2x_coco.py"
+    )
+    with pytest.raises(ModelError, match=r"model.mmdet_config='retinanet_r5O_fpn'.*closest"):
+        resolve_mmdet_config("retinanet_r5O_fpn")
+
+
+def test_cfg_options_use_mmengine_semantics():
+    opts = parse_cfg_options(["model.test_cfg.score_thr=0.3", "a.b=[1,2]", "c=(320,320)", "d=none_of_these"])
+    assert opts == {"model.test_cfg.score_thr": 0.3, "a.b": [1, 2], "c": (320, 320), "d": "none_of_these"}
+    with pytest.raises(ModelError, match="'oops' is not key=value"):
+        parse_cfg_options(["oops"])
+
+
+def test_random_init_is_seeded_and_reproducible(tiny_config):
+    a = load_detector(tiny(tiny_config, seed=1)).model.state_dict()
+    b = load_detector(tiny(tiny_config, seed=1)).model.state_dict()
+    c = load_detector(tiny(tiny_config, seed=2)).model.state_dict()
+    key = "neck.fpn_convs.0.conv.weight"
+    assert torch.equal(a[key], b[key]) and not torch.equal(a[key], c[key])
+
+
+def test_cfg_options_are_merged_into_the_mmdet_config(tiny_config):
+    det = load_detector(tiny(tiny_config, cfg_options=["model.test_cfg.score_thr=0.5"]))
+    assert det.cfg.model.test_cfg.score_thr == 0.5
+
+
+def test_checkpoint_loads_weights_only_with_sha256_and_classes(tiny_config, tiny_checkpoint):
+    det = load_detector(tiny(tiny_config, checkpoint=str(tiny_checkpoint), seed=0))
+    saved = torch.load(tiny_checkpoint, weights_only=True)["state_dict"]
+    key = "bbox_head.retina_cls.weight"
+    assert torch.equal(det.model.state_dict()[key], saved[key])
+    assert det.checkpoint.sha256 and len(det.checkpoint.sha256) == 64
+    assert det.checkpoint.matched_keys == len(saved) and det.checkpoint.missing_keys == 0
+    assert det.classes == ("x", "y", "z")
+
+
+def test_checkpoint_with_pickled_objects_is_refused_unless_trusted(tiny_config, tiny_checkpoint, tmp_path):
+    ckpt = torch.load(tiny_checkpoint, weights_only=True)
+    ckpt["meta"]["args"] = argparse.Namespace(lr=0.1)
+    path = tmp_path / "pickled.pth"
+    torch.save(ckpt, path)
+    refused = r"refused by torch.load\(weights_only=True\).*Namespace.*trust_checkpoint=true"
+    with pytest.raises(ModelError, match=refused):
+        load_detector(tiny(tiny_config, checkpoint=str(path)))
+    det = load_detector(tiny(tiny_config, checkpoint=str(path), trust_checkpoint=True))
+    assert det.checkpoint.path == str(path)
+
+
+def test_bad_checkpoints_give_clear_errors(tiny_config, tmp_path):
+    with pytest.raises(ModelError, match=r"model.checkpoint='.*missing.pth': no such file"):
+        load_detector(tiny(tiny_config, checkpoint=str(tmp_path / "missing.pth")))
+    garbage = tmp_path / "garbage.pth"
+    garbage.write_text("not a checkpoint")
+    with pytest.raises(ModelError, match="is not a readable PyTorch checkpoint"):
+        load_detector(tiny(tiny_config, checkpoint=str(garbage)))
+    other = tmp_path / "other.pth"
+    torch.save({"state_dict": {"foo.weight": torch.zeros(3)}}, other)
+    with pytest.raises(ModelError, match="does not fit this model: none of its 1 tensors"):
+        load_detector(tiny(tiny_config, checkpoint=str(other)))
+
+
+def test_cuda_device_without_cuda_is_a_clear_error(tiny_config):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    with pytest.raises(ModelError, match="model.device='cuda:0'.*use model.device=cpu"):
+        load_detector(tiny(tiny_config, device="cuda:0"))
+
+
+def test_run_batch_returns_geometry_and_detections(tiny_config):
+    det = load_detector(tiny(tiny_config, test_scale=[128, 128]))
+    images = [np.zeros((100, 200, 3), np.uint8), np.zeros((200, 100, 3), np.uint8)]
+    res = run_batch(det, images)
+    assert [r.geometry.ori_hw for r in res] == [(100, 200), (200, 100)]
+    assert res[0].geometry.img_hw == (64, 128) and res[1].geometry.img_hw == (128, 64)
+    assert res[0].geometry.input_hw == res[1].geometry.input_hw == (128, 128)  # padded to the batch
+    assert res[0].detections.boxes.shape[1] == 4 and res[0].detections.class_names == ("a", "b", "c")
