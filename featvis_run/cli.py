@@ -56,11 +56,20 @@ def _main(dcfg: DictConfig) -> None:
         sys.exit(err.exit_code)
 
 
+def _expand_shorthands(argv: list[str]) -> list[str]:
+    """``images=X`` is short for ``images.paths=X`` (``images.limit``/``images.shard`` stay as they are)."""
+    return [f"images.paths={a[len('images=') :]}" if a.startswith("images=") else a for a in argv]
+
+
 def main() -> None:
     """Console-script entry point."""
+    sys.argv[1:] = _expand_shorthands(sys.argv[1:])
     # mmengine imports pkg_resources to resolve `mmdet::` config bases; its deprecation notice is noise here.
     warnings.filterwarnings("ignore", message="pkg_resources is deprecated", category=UserWarning)
-    _main()
+    try:
+        _main()
+    except BrokenPipeError:  # e.g. `featvis-run --help | head`
+        sys.stderr.close()
 
 
 if __name__ == "__main__":

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import glob
+import re
+from collections.abc import Sequence
 from pathlib import Path
 
 import cv2
 import numpy as np
 
-from featvis_run.errors import InputError
+from featvis_run.errors import ConfigError, InputError
 from featvis_run.paths import PACKAGE_DIR
 
-__all__ = ["IMAGE_EXTENSIONS", "demo_image_path", "load_image"]
+__all__ = ["IMAGE_EXTENSIONS", "collect_images", "demo_image_path", "load_image", "select_images"]
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
@@ -36,3 +39,49 @@ def load_image(path: Path, key: str = "image") -> np.ndarray:
             f"{key}={str(path)!r} is not an image OpenCV can decode; give a {'/'.join(IMAGE_EXTENSIONS)} file"
         )
     return image
+
+
+def _is_image(path: Path) -> bool:
+    return path.is_file() and path.suffix.lower() in IMAGE_EXTENSIONS
+
+
+def _expand(entry: str) -> list[Path]:
+    path = Path(entry).expanduser()
+    if any(ch in entry for ch in "*?["):
+        return sorted(p for p in (Path(m) for m in glob.glob(str(path), recursive=True)) if p.is_file())
+    if path.is_dir():
+        return sorted(p for p in path.rglob("*") if _is_image(p))
+    if path.exists():
+        return [path]
+    raise InputError(f"images={entry!r}: no such file or folder; give image files, a folder, or a glob 'dir/*.jpg'")
+
+
+def collect_images(paths: str | Sequence[str] | None) -> list[Path]:
+    """Expand ``images`` (a file, a folder searched recursively for image files, a glob, or a list of these)
+    into a sorted, de-duplicated list; None gives the demo scene. Files that are not images are kept: they
+    fail individually when read."""
+    if paths is None:
+        return [demo_image_path()]
+    entries = [paths] if isinstance(paths, str) else [str(p) for p in paths]
+    found: dict[Path, None] = {}
+    for entry in entries:
+        for p in _expand(entry):
+            found.setdefault(p, None)
+    if not found:
+        raise InputError(f"images={paths!r} matched no image files ({', '.join(IMAGE_EXTENSIONS)})")
+    return list(found)
+
+
+def select_images(paths: Sequence[Path], limit: int | None, shard: str | None) -> list[Path]:
+    """Keep the first ``limit`` paths, then shard ``i/n``: every n-th path from the i-th (0-based)."""
+    if limit is not None:
+        if limit <= 0:
+            raise ConfigError(f"images.limit={limit} must be a positive number of images (or null for all)")
+        paths = paths[:limit]
+    if shard is None:
+        return list(paths)
+    match = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", str(shard))
+    if not match or not 0 <= int(match.group(1)) < int(match.group(2)):
+        raise ConfigError(f"images.shard={shard!r} must be i/n with 0 <= i < n, e.g. images.shard=0/4")
+    i, n = int(match.group(1)), int(match.group(2))
+    return list(paths[i::n])

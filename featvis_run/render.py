@@ -24,6 +24,7 @@ __all__ = [
     "blend",
     "check_arrangement",
     "colorize",
+    "contact_sheet",
     "draw_detections",
     "magnify",
     "render_map",
@@ -140,6 +141,19 @@ def tile_grid(tiles: Sequence[np.ndarray], labels: Sequence[str], rows: int, col
         if i < len(labels) and labels[i]:
             _put_label(cell, labels[i])
     return canvas
+
+
+def contact_sheet(pictures: Sequence[np.ndarray], labels: Sequence[str], gap: int = 4) -> np.ndarray:
+    """Pictures of equal height (widths may differ) in a near-square grid, each labelled (e.g. by image)."""
+    width = max(p.shape[1] for p in pictures)
+    height = max(p.shape[0] for p in pictures)
+    tiles = []
+    for p in pictures:
+        tile = np.full((height, width, 3), 255, np.uint8)
+        tile[: p.shape[0], : p.shape[1]] = p
+        tiles.append(tile)
+    rows, cols = auto_arrangement(len(tiles))
+    return tile_grid(tiles, labels, rows, cols, gap)
 
 
 def draw_detections(img: np.ndarray, dets: Detections, scale_yx: tuple[float, float] = (1.0, 1.0)) -> np.ndarray:

@@ -74,6 +74,7 @@ class RunResult:
     failures: tuple[Failure, ...] = ()
     notes: tuple[str, ...] = ()
     timings: dict[str, float] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -95,6 +96,7 @@ class RunResult:
             "failures": [asdict(f) for f in self.failures],
             "notes": list(self.notes),
             "timings": {k: round(v, 4) for k, v in self.timings.items()},
+            **self.extra,
             "config": self.config,
         }
 

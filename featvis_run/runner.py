@@ -97,8 +97,10 @@ def draw_levels(
     detections: Detections | None,
     settings: DrawSettings,
     out_dir: Path,
-) -> list[MapRecord]:
-    """Crop, (standardize,) reduce and draw each (C, H, W) map of one image; write one file per level."""
+) -> list[tuple[MapRecord, np.ndarray]]:
+    """Crop, (standardize,) reduce and draw each (C, H, W) map of one image; write one file per level.
+
+    Returns each level's record with the picture written (for contact sheets)."""
     records = []
     dets = detections.above(settings.pred_score_thr) if detections is not None and settings.draw_boxes else None
     for key, feat in features.items():
@@ -112,20 +114,19 @@ def draw_levels(
         target = out_dir / safe_name(image_id) / safe_name(key.layer) / f"{safe_name(key.level)}.{settings.fmt}"
         written = write_image(target, picture)
         maps = reduced.maps
-        records.append(
-            MapRecord(
-                image=image_id,
-                layer=key.layer,
-                level=key.level,
-                shape=(c, h, w),
-                valid_hw=valid,
-                reducer=settings.reducer if settings.reducer != "none" else f"top{len(reduced.channels)}",
-                channels=reduced.channels,
-                stats={"min": float(maps.min()), "max": float(maps.max()), "mean": float(maps.mean())},
-                file=str(written.relative_to(out_dir)),
-                note=reduced.note,
-            )
+        record = MapRecord(
+            image=image_id,
+            layer=key.layer,
+            level=key.level,
+            shape=(c, h, w),
+            valid_hw=valid,
+            reducer=settings.reducer if settings.reducer != "none" else f"top{len(reduced.channels)}",
+            channels=reduced.channels,
+            stats={"min": float(maps.min()), "max": float(maps.max()), "mean": float(maps.mean())},
+            file=str(written.relative_to(out_dir)),
+            note=reduced.note,
         )
+        records.append((record, picture))
     return records
 
 

@@ -17,6 +17,8 @@ from featvis_run.errors import ConfigError
 
 __all__ = [
     "Config",
+    "DiffMode",
+    "ImagesConfig",
     "ExperimentConfig",
     "ImageFormat",
     "LayoutConfig",
@@ -164,9 +166,35 @@ class OutputConfig:
     min_size: int = 128
 
 
+class DiffMode(str, Enum):
+    """``abs``: |a - b|; ``signed``: a - b (diverging colormap centred on 0); ``relative``: |a - b| / (|a| + |b|)."""
+
+    abs = "abs"
+    signed = "signed"
+    relative = "relative"
+
+
 @dataclass
 class ExperimentConfig:
+    """``single``, ``multi_image`` or ``diff``, with the options of the latter two."""
+
     name: str = "single"
+    contact_sheet: bool = True
+    contact_tile: int = 160
+    diff_mode: DiffMode = DiffMode.abs
+    diff_norm: bool = False
+
+
+@dataclass
+class ImagesConfig:
+    """Inputs of ``experiment=multi_image`` (and a list for ``diff``): ``paths`` is a file, folder (searched
+    recursively), glob, or a list of those; ``images=...`` on the command line is short for ``images.paths=...``.
+    ``limit`` keeps the first N (sorted), then ``shard: i/n`` keeps every n-th from the i-th (0-based)."""
+
+    paths: Any = None
+    limit: int | None = None
+    shard: str | None = None
+    batch_size: int = 2
 
 
 @dataclass
@@ -178,6 +206,10 @@ class Config:
     output: OutputConfig = MISSING
     experiment: ExperimentConfig = MISSING
     image: str | None = None
+    images: ImagesConfig = field(default_factory=ImagesConfig)
+    model_a: ModelConfig | None = None
+    model_b: ModelConfig | None = None
+    recorder_b: RecorderConfig | None = None
     topk: int = 20
     use_norm: bool = False
     mode: Mode = Mode.draw
@@ -185,14 +217,7 @@ class Config:
 
 
 def register_configs() -> None:
-    """Register the schemas so that the YAML files can extend them (``defaults: [<group>_schema]``)."""
+    """Register the root schema: ``conf/config.yaml`` extends it, so every group's YAML merges into typed nodes."""
     from hydra.core.config_store import ConfigStore
 
-    cs = ConfigStore.instance()
-    cs.store(name="config_schema", node=Config)
-    cs.store(group="model", name="model_schema", node=ModelConfig)
-    cs.store(group="recorder", name="recorder_schema", node=RecorderConfig)
-    cs.store(group="reducer", name="reducer_schema", node=ReducerConfig)
-    cs.store(group="layout", name="layout_schema", node=LayoutConfig)
-    cs.store(group="output", name="output_schema", node=OutputConfig)
-    cs.store(group="experiment", name="experiment_schema", node=ExperimentConfig)
+    ConfigStore.instance().store(name="config_schema", node=Config)

@@ -39,12 +39,7 @@ def print_summary(result: RunResult, console: Console | None = None) -> None:
                 f"  [yellow]checkpoint keys: {m.matched_keys} loaded, {m.missing_keys} model parameters not in it, "
                 f"{m.unexpected_keys} unused[/]"
             )
-    table = Table(title=f"{result.experiment}: {len(result.outputs)} maps", show_lines=False)
-    for col in ("image", "layer", "level", "C x H x W", "reducer", "channels", "file"):
-        table.add_column(col, overflow="fold")
-    for o in result.outputs:
-        table.add_row(o.image, o.layer, o.level, _shape(o.shape), o.reducer, _channels(o.channels), o.file)
-    console.print(table)
+    console.print(_outputs_table(result) if result.experiment == "single" else _levels_table(result))
     for note in result.notes:
         style = "bold red" if note.startswith("RANDOM INIT") else "yellow"
         console.print(f"[{style}]note:[/] {note}")
@@ -53,6 +48,38 @@ def print_summary(result: RunResult, console: Console | None = None) -> None:
     timings = "  ".join(f"{k} {v:.2f}s" for k, v in result.timings.items())
     console.print(f"[bold]timings[/] {timings}")
     console.print(f"[bold]output[/] {result.out_dir}  (manifest.json)")
+
+
+def _outputs_table(result: RunResult) -> Table:
+    table = Table(title=f"{result.experiment}: {len(result.outputs)} maps", show_lines=False)
+    for col in ("image", "layer", "level", "C x H x W", "reducer", "channels", "file"):
+        table.add_column(col, overflow="fold")
+    for o in result.outputs:
+        table.add_row(o.image, o.layer, o.level, _shape(o.shape), o.reducer, _channels(o.channels), o.file)
+    return table
+
+
+def _levels_table(result: RunResult) -> Table:
+    """One row per layer/level, aggregated over images."""
+    title = (
+        f"{result.experiment}: {len(result.images)} images, {len(result.failures)} failed, {len(result.outputs)} maps"
+    )
+    table = Table(title=title)
+    for col in ("layer", "level", "images", "C", "H x W (range)", "reducer", "mean of map means", "contact sheet"):
+        table.add_column(col, overflow="fold")
+    groups: dict[tuple[str, str], list[Any]] = {}
+    for o in result.outputs:
+        groups.setdefault((o.layer, o.level), []).append(o)
+    sheets = {(s["layer"], s["level"]): s["file"] for s in result.extra.get("contact_sheets", [])}
+    for (layer, level), outs in groups.items():
+        hs = [o.shape[1] for o in outs]
+        ws = [o.shape[2] for o in outs]
+        hw = f"{min(hs)}-{max(hs)} x {min(ws)}-{max(ws)}" if len(set(hs + ws)) > 2 else f"{hs[0]} x {ws[0]}"
+        mean = sum(o.stats["mean"] for o in outs) / len(outs)
+        channels = sorted({o.shape[0] for o in outs})
+        row = (layer, level, str(len(outs)), ",".join(map(str, channels)), hw, outs[0].reducer, f"{mean:.4g}")
+        table.add_row(*row, sheets.get((layer, level), ""))
+    return table
 
 
 def print_layers(layers: Sequence[Any], out_dir: Any, console: Console | None = None) -> None:
