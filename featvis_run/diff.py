@@ -60,7 +60,13 @@ def _resize_chw(feat: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     if feat.dtype not in (np.float32, np.float64):
         feat = feat.astype(np.float32)
     h, w = size
-    return np.stack([cv2.resize(ch, (w, h), interpolation=cv2.INTER_AREA) for ch in feat])
+    # OpenCV resizes up to 4 interleaved channels per call (INTER_AREA with non-integer scales): 4x fewer calls.
+    chunks = []
+    for start in range(0, feat.shape[0], 4):
+        hwc = np.ascontiguousarray(feat[start : start + 4].transpose(1, 2, 0))
+        out = cv2.resize(hwc, (w, h), interpolation=cv2.INTER_AREA)
+        chunks.append(out.reshape(h, w, -1).transpose(2, 0, 1))
+    return np.ascontiguousarray(np.concatenate(chunks))
 
 
 def resize_to_common(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray, tuple[int, int] | None]:

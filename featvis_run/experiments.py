@@ -17,9 +17,17 @@ from featvis_run.outputs import safe_name, write_image
 from featvis_run.render import contact_sheet
 from featvis_run.results import Failure, ImageRecord, MapRecord, RunResult
 from featvis_run.runner import DrawSettings, Timer, draw_levels, image_paths, load_inputs, model_record, unique_ids
-from featvis_run.schema import Config, Mode
+from featvis_run.schema import Config, Mode, RecorderConfig
 
-__all__ = ["EXPERIMENTS", "list_model_layers", "random_init_note", "run_multi_image", "run_single"]
+__all__ = [
+    "EXPERIMENTS",
+    "RecordedModel",
+    "list_model_layers",
+    "progress_bar",
+    "random_init_note",
+    "run_multi_image",
+    "run_single",
+]
 
 
 def random_init_note(det: Any) -> str | None:
@@ -50,7 +58,7 @@ def _batches(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
         yield items[start : start + max(1, size)]
 
 
-def _progress(total: int, enabled: bool) -> Any:
+def progress_bar(total: int, enabled: bool) -> Any:
     if not enabled:
         return nullcontext(None)
     from rich.console import Console
@@ -66,21 +74,22 @@ def _progress(total: int, enabled: bool) -> Any:
     )
 
 
-class _ImageRun:
-    """Runs batches of images through one loaded detector with the recorder attached, drawing every level."""
+class RecordedModel:
+    """A loaded detector with its recorder: :meth:`forward` returns detections and every level's maps."""
 
-    def __init__(self, cfg: Config, det: Any, settings: DrawSettings, out_dir: Path):
+    def __init__(self, det: Any, recorder: RecorderConfig, timer: Timer):
         from featvis_run.recorder import FeatureRecorder
 
-        self.recorders, self.mappings = cfg.recorder.parsed()
-        self.det, self.settings, self.out_dir = det, settings, out_dir
+        self.det, self.timer = det, timer
+        self.recorders, self.mappings = recorder.parsed()
         self.recorder = FeatureRecorder(det.model, self.recorders)
-        self.timer = Timer()
-        self.outputs: list[MapRecord] = []
-        self.images: list[ImageRecord] = []
-        self.failures: list[Failure] = []
-        self.thumbs: dict[LevelKey, list[tuple[str, np.ndarray]]] = {}
-        self.thumb_height = 0
+
+    def __enter__(self) -> RecordedModel:
+        self.recorder.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.recorder.__exit__(*exc)
 
     def forward(self, images: Sequence[np.ndarray]) -> tuple[list[Any], dict[LevelKey, np.ndarray]]:
         """One batch: detector results per image and every level's (N, C, H, W) map."""
@@ -92,10 +101,24 @@ class _ImageRun:
         self.timer.add("forward", started)
         return results, extract_levels(self.recorder.records, self.recorders, self.mappings, batch=len(images))
 
+
+class _ImageRun:
+    """Runs batches of images through one loaded detector with the recorder attached, drawing every level."""
+
+    def __init__(self, cfg: Config, det: Any, settings: DrawSettings, out_dir: Path):
+        self.det, self.settings, self.out_dir = det, settings, out_dir
+        self.timer = Timer()
+        self.model = RecordedModel(det, cfg.recorder, self.timer)
+        self.outputs: list[MapRecord] = []
+        self.images: list[ImageRecord] = []
+        self.failures: list[Failure] = []
+        self.thumbs: dict[LevelKey, list[tuple[str, np.ndarray]]] = {}
+        self.thumb_height = 0
+
     def process(self, batch: Sequence[tuple[str, Path, np.ndarray]]) -> None:
         """Forward and draw a batch; if the batch fails in the model, retry its images one by one."""
         try:
-            results, features = self.forward([img for _, _, img in batch])
+            results, features = self.model.forward([img for _, _, img in batch])
         except FeatvisError:
             raise  # a config problem (e.g. a bad mapping) fails every image alike
         except Exception as err:
@@ -159,7 +182,7 @@ def _run_images(cfg: Config, out_dir: Path, resolved: dict[str, Any], paths: lis
     ids = unique_ids(paths)
     items = list(zip(ids, paths, preloaded or [None] * len(paths), strict=True))
     begun = time.perf_counter()
-    with run.recorder, _progress(len(items), enabled=not strict) as progress:
+    with run.model, progress_bar(len(items), enabled=not strict) as progress:
         task = progress.add_task("images", total=len(items), rate="") if progress else None
         for chunk in _batches(items, cfg.images.batch_size):
             loaded = []
@@ -205,4 +228,10 @@ def run_multi_image(cfg: Config, out_dir: Path, resolved: dict[str, Any]) -> Any
     return _run_images(cfg, out_dir, resolved, paths, "multi_image")
 
 
-EXPERIMENTS = {"single": run_single, "multi_image": run_multi_image}
+def _run_diff(cfg: Config, out_dir: Path, resolved: dict[str, Any]) -> Any:
+    from featvis_run.diff_experiment import run_diff
+
+    return run_diff(cfg, out_dir, resolved)
+
+
+EXPERIMENTS = {"single": run_single, "multi_image": run_multi_image, "diff": _run_diff}

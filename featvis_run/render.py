@@ -24,6 +24,7 @@ __all__ = [
     "blend",
     "check_arrangement",
     "colorize",
+    "colorize_signed",
     "contact_sheet",
     "draw_detections",
     "magnify",
@@ -46,6 +47,7 @@ class RenderOptions:
     min_tile: int = 64
     gap: int = 2
     label: bool = True
+    signed: bool = False  # diverging colormap centred on 0 (signed diffs) instead of min-max scaling
 
 
 @dataclass(frozen=True)
@@ -80,6 +82,22 @@ def to_uint8(a: np.ndarray) -> np.ndarray:
 def colorize(map2d: np.ndarray, colormap: str = "jet") -> np.ndarray:
     """A (H, W) float map as a colour-mapped BGR image, min-max scaled."""
     return cv2.applyColorMap(to_uint8(map2d), colormap_id(colormap))
+
+
+def _coolwarm_lut() -> np.ndarray:
+    """A blue-white-red diverging lookup table (256 x 1 x 3, BGR) for signed maps."""
+    stops = np.array([[59, 76, 192], [221, 221, 221], [180, 4, 38]], np.float32)  # RGB: blue, grey-white, red
+    t = np.linspace(0.0, 2.0, 256)[:, None]
+    rgb = np.where(t <= 1.0, stops[0] + (stops[1] - stops[0]) * t, stops[1] + (stops[2] - stops[1]) * (t - 1.0))
+    return np.ascontiguousarray(rgb[:, ::-1].round().astype(np.uint8).reshape(256, 1, 3))
+
+
+def colorize_signed(map2d: np.ndarray) -> np.ndarray:
+    """A signed (H, W) map with a diverging colormap centred on 0: blue < 0 < red, scaled by max |value|."""
+    peak = float(np.abs(map2d).max())
+    scaled = map2d / peak if peak > 0 else np.zeros_like(map2d)
+    u8 = np.clip(np.round(127.5 + 127.5 * scaled), 0, 255).astype(np.uint8)
+    return cv2.applyColorMap(u8, _coolwarm_lut())
 
 
 def blend(image: np.ndarray, heat: np.ndarray, alpha: float) -> np.ndarray:
@@ -143,8 +161,12 @@ def tile_grid(tiles: Sequence[np.ndarray], labels: Sequence[str], rows: int, col
     return canvas
 
 
-def contact_sheet(pictures: Sequence[np.ndarray], labels: Sequence[str], gap: int = 4) -> np.ndarray:
-    """Pictures of equal height (widths may differ) in a near-square grid, each labelled (e.g. by image)."""
+def contact_sheet(
+    pictures: Sequence[np.ndarray], labels: Sequence[str], gap: int = 4, rows: int | None = None
+) -> np.ndarray:
+    """Pictures (sizes may differ; each padded to the largest) in a grid, each labelled (e.g. by image).
+
+    ``rows=None`` picks a near-square grid; ``rows=1`` puts them side by side."""
     width = max(p.shape[1] for p in pictures)
     height = max(p.shape[0] for p in pictures)
     tiles = []
@@ -152,7 +174,10 @@ def contact_sheet(pictures: Sequence[np.ndarray], labels: Sequence[str], gap: in
         tile = np.full((height, width, 3), 255, np.uint8)
         tile[: p.shape[0], : p.shape[1]] = p
         tiles.append(tile)
-    rows, cols = auto_arrangement(len(tiles))
+    if rows is None:
+        rows, cols = auto_arrangement(len(tiles))
+    else:
+        cols = math.ceil(len(tiles) / rows)
     return tile_grid(tiles, labels, rows, cols, gap)
 
 
@@ -185,11 +210,15 @@ def _draw_one(
     """One (H, W) map as a heatmap: blended on ``canvas`` when given, else at its own resolution."""
     if canvas is not None:
         up = upsample_to_canvas(map2d, feat_hw, geom, canvas.shape[:2])
-        return blend(canvas, colorize(up, opts.colormap), opts.alpha)
+        return blend(canvas, _colorize(up, opts), opts.alpha)
     if opts.resize_shape is not None:
         h, w = opts.resize_shape
         map2d = cv2.resize(map2d.astype(np.float32), (w, h), interpolation=cv2.INTER_LINEAR)
-    return colorize(map2d, opts.colormap)
+    return _colorize(map2d, opts)
+
+
+def _colorize(map2d: np.ndarray, opts: RenderOptions) -> np.ndarray:
+    return colorize_signed(map2d) if opts.signed else colorize(map2d, opts.colormap)
 
 
 def render_map(

@@ -182,7 +182,6 @@ class ExperimentConfig:
     contact_sheet: bool = True
     contact_tile: int = 160
     diff_mode: DiffMode = DiffMode.abs
-    diff_norm: bool = False
 
 
 @dataclass

@@ -13,6 +13,12 @@ from featvis_run.results import RunResult
 __all__ = ["print_layers", "print_summary"]
 
 
+def _console() -> Console:
+    """A console at the terminal's width, or 160 columns when output goes to a file or pipe (logs, CI)."""
+    console = Console()
+    return console if console.is_terminal else Console(width=160)
+
+
 def _shape(shape: Sequence[int]) -> str:
     return "x".join(str(v) for v in shape)
 
@@ -26,7 +32,7 @@ def _channels(ch: Sequence[int]) -> str:
 
 def print_summary(result: RunResult, console: Console | None = None) -> None:
     """Print what the run drew, from which model and weights, how long it took and where it went."""
-    console = console or Console()
+    console = console or _console()
     for m in result.models:
         weights = (
             f"[bold red]random init (seed {m.seed})[/]"
@@ -39,7 +45,10 @@ def print_summary(result: RunResult, console: Console | None = None) -> None:
                 f"  [yellow]checkpoint keys: {m.matched_keys} loaded, {m.missing_keys} model parameters not in it, "
                 f"{m.unexpected_keys} unused[/]"
             )
-    console.print(_outputs_table(result) if result.experiment == "single" else _levels_table(result))
+    if "comparisons" in result.extra:
+        console.print(_diff_table(result))
+    else:
+        console.print(_outputs_table(result) if result.experiment == "single" else _levels_table(result))
     for note in result.notes:
         style = "bold red" if note.startswith("RANDOM INIT") else "yellow"
         console.print(f"[{style}]note:[/] {note}")
@@ -82,9 +91,28 @@ def _levels_table(result: RunResult) -> Table:
     return table
 
 
+def _num(v: Any) -> str:
+    return "-" if v is None else f"{v:.4f}"
+
+
+def _diff_table(result: RunResult) -> Table:
+    """Per image and level: shapes, common grid, mean |A - B|, cosine, CKA, diff file."""
+    a, b = (m.name for m in result.models)
+    table = Table(title=f"diff ({result.extra['diff_mode']}): A = {a}, B = {b}")
+    for col in ("image", "level", "A: C x H x W", "B: C x H x W", "grid", "mean |A-B|", "cosine", "CKA", "diff"):
+        table.add_column(col, overflow="fold")
+    for c in result.extra["comparisons"]:
+        grid = "same" if c["resized_to"] is None else "resized to " + _shape(c["resized_to"])
+        if not c["elementwise"]:
+            grid += ", channels differ"
+        row = (c["image"], c["level"], _shape(c["shape_a"]), _shape(c["shape_b"]), grid)
+        table.add_row(*row, _num(c["mean_abs_diff"]), _num(c["cosine"]), _num(c["cka"]), c["diff_file"])
+    return table
+
+
 def print_layers(layers: Sequence[Any], out_dir: Any, console: Console | None = None) -> None:
     """Print every module that produced a tensor, with its output shapes (``mode=layers``)."""
-    console = console or Console()
+    console = console or _console()
     table = Table(title="modules and output shapes (use the name as recorder source)")
     for col in ("name", "type", "output shapes", "params"):
         table.add_column(col, overflow="fold")

@@ -240,3 +240,15 @@ def test_compare_levels_different_channel_counts():
     assert d == json.loads(json.dumps(d))
     assert d["shape_a"] == [4, 6, 6] and d["shape_b"] == [6, 6, 6]
     assert d["resized_to"] is None and d["elementwise"] is False and d["mean_abs_diff"] is None
+
+
+@pytest.mark.parametrize("channels", [1, 3, 5, 130, 256])
+def test_resize_to_common_handles_many_channels_and_non_integer_scales(channels):
+    from featvis_run.diff import resize_to_common
+
+    rng = np.random.default_rng(channels)
+    a = rng.normal(size=(channels, 25, 38)).astype(np.float32)
+    b = rng.normal(size=(channels, 12, 13)).astype(np.float32)
+    ra, rb, size = resize_to_common(a, b)
+    assert size == (12, 13) and ra.shape == (channels, 12, 13) and rb is b
+    np.testing.assert_allclose(ra.mean(), a.mean(), atol=0.05)

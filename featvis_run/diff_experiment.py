@@ -1,0 +1,195 @@
+"""``experiment=diff``: the same images through two models, compared level by level.
+
+Levels are paired by their mapping names (``p3`` of model A with ``p3`` of model B), never by order. Each map is
+cropped to its own valid region first; maps on different grids are brought to the smaller grid; maps with different
+channel counts are compared through their reduced maps (and CKA, which needs no channel match).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from featvis_run.diff import compare_levels, diff_map, resize_to_common
+from featvis_run.errors import ConfigError, FeatvisError, InputError
+from featvis_run.experiments import RecordedModel, random_init_note
+from featvis_run.features import LevelKey
+from featvis_run.geometry import Geometry, crop_valid, valid_cells
+from featvis_run.images import collect_images, load_image, select_images
+from featvis_run.outputs import safe_name, write_image
+from featvis_run.reduce import ReducedMap, reduce_channels, standardize
+from featvis_run.render import RenderOptions, contact_sheet, render_map
+from featvis_run.results import Failure, ImageRecord, MapRecord, RunResult
+from featvis_run.runner import DrawSettings, Timer, image_paths, model_record, unique_ids
+from featvis_run.schema import Config, Mode, RecorderConfig
+
+__all__ = ["DiffSide", "paired_levels", "run_diff"]
+
+_DIFF_LABEL = {"abs": "|A-B|", "signed": "A-B", "relative": "|A-B|/(|A|+|B|)"}
+
+
+def paired_levels(rec_a: RecorderConfig, rec_b: RecorderConfig) -> list[tuple[str, LevelKey, LevelKey]]:
+    """(level, key in A, key in B) for every mapping name both recorders define; a ConfigError otherwise."""
+    _, maps_a = rec_a.parsed()
+    _, maps_b = rec_b.parsed()
+    if not maps_a:
+        raise ConfigError("experiment=diff pairs levels by mapping name: give the recorder mappings (recorder=fpn)")
+    only_a, only_b = [n for n in maps_a if n not in maps_b], [n for n in maps_b if n not in maps_a]
+    if only_a or only_b:
+        raise ConfigError(
+            f"experiment=diff pairs levels by mapping name, but model A's recorder has {only_a or 'no others'} "
+            f"and model B's (recorder_b) has {only_b or 'no others'}; give both recorders the same mapping names"
+        )
+    return [(n, LevelKey(maps_a[n].recorder, n), LevelKey(maps_b[n].recorder, n)) for n in maps_a]
+
+
+@dataclass(frozen=True)
+class DiffSide:
+    """One model's cropped (C, H, W) map of a level, with what is needed to draw it on the image."""
+
+    name: str
+    feat: np.ndarray
+    full_hw: tuple[int, int]
+    geometry: Geometry
+
+
+def _side(name: str, maps: np.ndarray, geometry: Geometry, use_norm: bool) -> DiffSide:
+    cropped = crop_valid(maps, geometry)
+    return DiffSide(name, standardize(cropped) if use_norm else cropped, tuple(maps.shape[-2:]), geometry)
+
+
+def _single_reducer(settings: DrawSettings) -> tuple[str, str | None]:
+    if settings.reducer != "none":
+        return settings.reducer, None
+    return "squeeze_mean", "channel counts differ, so top-k channels cannot be paired: diffed squeeze_mean maps"
+
+
+def draw_level(
+    image: np.ndarray, level: str, a: DiffSide, b: DiffSide, settings: DrawSettings, mode: str
+) -> tuple[dict[str, Any], ReducedMap, np.ndarray, np.ndarray]:
+    """Compare one level: numbers, the reduced diff, the diff picture and the A | B | diff panel."""
+    cmp = compare_levels(a.feat, b.feat)
+    note = None
+    if cmp.elementwise:
+        ra, rb, _ = resize_to_common(a.feat, b.feat)
+        d = diff_map(ra, rb, mode)
+        reduced = reduce_channels(d, settings.reducer, settings.topk, where=f"diff/{level}")
+    else:
+        reducer, note = _single_reducer(settings)
+        ma = reduce_channels(a.feat, reducer).maps
+        mb = reduce_channels(b.feat, reducer).maps
+        ma, mb, _ = resize_to_common(ma, mb)
+        reduced = ReducedMap(diff_map(ma, mb, mode), (), f"{reducer} diff")
+        note = note or f"channel counts differ ({a.feat.shape[0]} vs {b.feat.shape[0]}): diffed {reducer} maps"
+    if cmp.resized_to is None:  # both maps on A's grid: exact alignment with the image
+        full_hw, geometry = a.full_hw, a.geometry
+    else:  # a common grid that covers the image (each map was cropped to its valid region)
+        full_hw, geometry = reduced.maps.shape[-2:], Geometry.identity(a.geometry.ori_hw)
+    opts: RenderOptions = settings.render
+    diff_opts = RenderOptions(**{**opts.__dict__, "signed": mode == "signed"})
+    diff_picture = render_map(reduced, full_hw, geometry, image, diff_opts)
+    side_pictures = []
+    for side in (a, b):
+        red = reduce_channels(side.feat, settings.reducer, settings.topk, where=f"{side.name}/{level}")
+        side_pictures.append(render_map(red, side.full_hw, side.geometry, image, opts))
+    labels = [f"A {a.name} {level}", f"B {b.name} {level}", f"{_DIFF_LABEL[mode]} {level}"]
+    panel = contact_sheet([*side_pictures, diff_picture], labels, rows=1)
+    numbers = {**cmp.to_dict(), "note": note}
+    return numbers, reduced, diff_picture, panel
+
+
+def run_diff(cfg: Config, out_dir: Path, resolved: dict[str, Any]) -> RunResult:
+    """Images through model A (``model_a``) and model B (``model_b``): per level diff maps, panels and numbers."""
+    if cfg.mode is not Mode.draw:
+        raise ConfigError("mode=layers lists one model's modules: use experiment=single model=... mode=layers")
+    if cfg.model_a is None or cfg.model_b is None:
+        raise ConfigError("experiment=diff needs two models: model@model_a=retinanet_r101 model@model_b=retinanet_r50")
+    settings = DrawSettings.from_config(cfg)
+    mode = cfg.experiment.diff_mode.value
+    rec_a, rec_b = cfg.recorder, cfg.recorder_b or cfg.recorder
+    pairs = paired_levels(rec_a, rec_b)
+    if cfg.images.paths is None:
+        paths = image_paths(cfg)
+        strict = True
+    else:
+        paths = select_images(collect_images(cfg.images.paths), cfg.images.limit, cfg.images.shard)
+        strict = False
+    preloaded = {p: load_image(p) for p in paths} if strict else {}
+    from featvis_run.mmdet_adapter import load_detector
+
+    timer = Timer()
+    started = time.perf_counter()
+    det_a, det_b = load_detector(cfg.model_a), load_detector(cfg.model_b)
+    timer.add("model_load", started)
+    outputs: list[MapRecord] = []
+    comparisons: list[dict[str, Any]] = []
+    images: list[ImageRecord] = []
+    failures: list[Failure] = []
+    with RecordedModel(det_a, rec_a, timer) as model_a, RecordedModel(det_b, rec_b, timer) as model_b:
+        for image_id, path in zip(unique_ids(paths), paths, strict=True):
+            try:
+                image = preloaded.get(path)
+                image = image if image is not None else load_image(path, "images")
+                (res_a,), feats_a = model_a.forward([image])
+                (res_b,), feats_b = model_b.forward([image])
+            except InputError as err:
+                failures.append(Failure(str(path), str(err)))
+                continue
+            except FeatvisError:
+                raise
+            except Exception as err:
+                if strict:
+                    raise
+                failures.append(Failure(str(path), f"model failed: {type(err).__name__}: {err}"))
+                continue
+            started = time.perf_counter()
+            for level, key_a, key_b in pairs:
+                a = _side(det_a.name, feats_a[key_a][0], res_a.geometry, cfg.use_norm)
+                b = _side(det_b.name, feats_b[key_b][0], res_b.geometry, cfg.use_norm)
+                numbers, reduced, picture, panel = draw_level(image, level, a, b, settings, mode)
+                base = out_dir / safe_name(image_id)
+                diff_file = write_image(base / "diff" / f"{safe_name(level)}.{settings.fmt}", picture)
+                panel_file = write_image(base / "panel" / f"{safe_name(level)}.{settings.fmt}", panel)
+                rel = str(diff_file.relative_to(out_dir))
+                comparisons.append(
+                    {"image": image_id, "level": level, "layer_a": key_a.layer, "layer_b": key_b.layer, **numbers}
+                    | {"diff_file": rel, "panel_file": str(panel_file.relative_to(out_dir))}
+                )
+                maps = reduced.maps
+                outputs.append(
+                    MapRecord(
+                        image=image_id,
+                        layer="diff",
+                        level=level,
+                        shape=tuple(int(v) for v in maps.shape),
+                        valid_hw=valid_cells(a.full_hw, a.geometry),
+                        reducer=f"{mode} {reduced.reducer}",
+                        channels=reduced.channels,
+                        stats={"min": float(maps.min()), "max": float(maps.max()), "mean": float(maps.mean())},
+                        file=rel,
+                        note=numbers["note"],
+                    )
+                )
+            timer.add("render", started)
+            g = res_a.geometry
+            images.append(ImageRecord(str(path), g.ori_hw, g.input_hw, len(res_a.detections.boxes)))
+    notes = [n for n in (random_init_note(det_a), random_init_note(det_b)) if n]
+    notes += sorted({c["note"] for c in comparisons if c["note"]})
+    result = RunResult(
+        experiment="diff",
+        out_dir=out_dir,
+        config=resolved,
+        models=(model_record(det_a), model_record(det_b)),
+        images=tuple(images),
+        outputs=tuple(outputs),
+        failures=tuple(failures),
+        notes=tuple(notes),
+        timings=timer.seconds,
+        extra={"diff_mode": mode, "comparisons": comparisons},
+    )
+    result.save()
+    return result

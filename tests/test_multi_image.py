@@ -1,0 +1,121 @@
+"""Multi-image runs: inputs from folders/globs/lists, batching that does not change maps, per-image failures."""
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from featvis_run.errors import ConfigError, InputError
+from featvis_run.images import collect_images, select_images
+
+from .test_cli import run_cli
+
+
+@pytest.fixture()
+def image_folder(tmp_path: Path) -> Path:
+    rng = np.random.default_rng(1)
+    root = tmp_path / "imgs"
+    (root / "sub").mkdir(parents=True)
+    for name, hw in [("b.jpg", (120, 200)), ("a.png", (90, 60)), ("sub/b.jpg", (64, 64))]:
+        cv2.imwrite(str(root / name), rng.integers(0, 255, (*hw, 3), dtype=np.uint8))
+    (root / "corrupt.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
+    (root / "notes.txt").write_text("not an image")
+    return root
+
+
+def test_collect_folder_recursive_sorted_images_only(image_folder):
+    names = [p.relative_to(image_folder).as_posix() for p in collect_images(str(image_folder))]
+    assert names == ["a.png", "b.jpg", "corrupt.jpg", "sub/b.jpg"]
+
+
+def test_collect_glob_and_list_deduplicated(image_folder):
+    globbed = collect_images(str(image_folder / "*.jpg"))
+    assert [p.name for p in globbed] == ["b.jpg", "corrupt.jpg"]
+    listed = collect_images([str(image_folder / "a.png"), str(image_folder), str(image_folder / "a.png")])
+    assert len(listed) == 4 and listed[0].name == "a.png"
+    with pytest.raises(InputError, match="images='/nope': no such file or folder"):
+        collect_images("/nope")
+    with pytest.raises(InputError, match="matched no image files"):
+        collect_images(str(image_folder / "*.gif"))
+
+
+def test_limit_and_shard():
+    paths = [Path(f"{i}.jpg") for i in range(10)]
+    assert select_images(paths, 4, None) == paths[:4]
+    shards = [select_images(paths, None, f"{i}/3") for i in range(3)]
+    assert sorted(sum(shards, [])) == sorted(paths) and shards[1] == [paths[1], paths[4], paths[7]]
+    assert select_images(paths, 5, "1/2") == [paths[1], paths[3]]
+    for bad in ("3/3", "x", "1/0"):
+        with pytest.raises(ConfigError, match="images.shard="):
+            select_images(paths, None, bad)
+    with pytest.raises(ConfigError, match="images.limit=0"):
+        select_images(paths, 0, None)
+
+
+def test_batched_maps_equal_one_by_one_for_images_of_different_sizes(tiny_config):
+    from featvis_run.experiments import RecordedModel
+    from featvis_run.geometry import crop_valid
+    from featvis_run.mmdet_adapter import load_detector
+    from featvis_run.runner import Timer
+    from featvis_run.schema import ModelConfig, RecorderConfig
+
+    det = load_detector(ModelConfig(name="tiny", mmdet_config=str(tiny_config), test_scale=[160, 160]))
+    recorder = RecorderConfig(name="fpn", recorders={"neck": {"source": "neck"}})
+    rng = np.random.default_rng(0)
+    images = [rng.integers(0, 255, (90, 160, 3), dtype=np.uint8), rng.integers(0, 255, (160, 70, 3), dtype=np.uint8)]
+    with RecordedModel(det, recorder, Timer()) as model:
+        batch_res, batch_feats = model.forward(images)
+        singles = [model.forward([img]) for img in images]
+    assert batch_res[0].geometry.input_hw == batch_res[1].geometry.input_hw == (160, 160)
+    assert singles[0][0][0].geometry.input_hw == (96, 160)  # alone, the wide image is padded less
+    for i, (res, feats) in enumerate(singles):
+        for key, maps in feats.items():
+            alone = crop_valid(maps[0], res[0].geometry)
+            batched = crop_valid(batch_feats[key][i], batch_res[i].geometry)
+            assert alone.shape == batched.shape, key
+            np.testing.assert_allclose(batched, alone, rtol=1e-4, atol=1e-4 * float(np.abs(alone).max()))
+
+
+@pytest.mark.slow
+def test_folder_run_survives_a_corrupt_file_and_keeps_duplicate_stems_apart(image_folder, tmp_path, tiny_config):
+    out = tmp_path / "multi"
+    proc = run_cli(
+        "experiment=multi_image",
+        f"images={image_folder}",
+        "images.batch_size=2",
+        f"model.mmdet_config={tiny_config}",
+        f"output.dir={out}",
+    )
+    assert proc.returncode == 1, proc.stderr  # one failure -> non-zero, after everything else was drawn
+    m = json.loads((out / "manifest.json").read_text())
+    assert m["status"] == "failed" and m["experiment"] == "multi_image"
+    assert [f["item"] for f in m["failures"]] == [str(image_folder / "corrupt.jpg")]
+    assert "not an image" in m["failures"][0]["reason"]
+    assert [i["path"] for i in m["images"]] == [str(image_folder / n) for n in ("a.png", "b.jpg", "sub/b.jpg")]
+    assert {o["image"] for o in m["outputs"]} == {"a", "b", "b-2"}
+    assert (out / "b/neck/p3.png").exists() and (out / "b-2/neck/p3.png").exists()
+    sheets = {(s["layer"], s["level"]): s["file"] for s in m["contact_sheets"]}
+    assert sheets[("neck", "p3")] == "contact/neck/p3.png" and len(sheets) == 5
+    sheet = cv2.imread(str(out / "contact/neck/p3.png"))
+    assert sheet.shape[0] >= 2 * 160  # 3 images -> 2 x 2 grid of 160 px tiles
+    assert "corrupt.jpg" in proc.stdout and "3 images, 1 failed" in proc.stdout
+
+
+@pytest.mark.slow
+def test_list_of_images_with_limit_and_shard(image_folder, tmp_path, tiny_config):
+    out = tmp_path / "shard"
+    proc = run_cli(
+        "experiment=multi_image",
+        f"images=[{image_folder / 'a.png'},{image_folder / 'b.jpg'},{image_folder / 'sub/b.jpg'}]",
+        "images.limit=2",
+        "images.shard=1/2",
+        f"model.mmdet_config={tiny_config}",
+        f"output.dir={out}",
+        "experiment.contact_sheet=false",
+    )
+    assert proc.returncode == 0, proc.stderr
+    m = json.loads((out / "manifest.json").read_text())
+    assert [i["path"] for i in m["images"]] == [str(image_folder / "b.jpg")]
+    assert "contact_sheets" not in m
