@@ -29,8 +29,8 @@ install: ## Create .venv and install torch, mmcv (ops), mmdet, hydra and featvis
 	$(PIP) install $(FIND_LINKS) -e '.[dev]'
 	$(BIN)/python -c "import mmcv.ops, mmdet; print('mmcv', mmcv.__version__, 'mmdet', mmdet.__version__, 'ops ok')"
 
-test: ## Run the test suite
+test: lint ## Lint, then run the test suite
 	$(BIN)/python -m pytest -q
 
-lint: ## ruff over the package and tests
-	$(BIN)/ruff check featvis_run tests scripts
+lint: ## ruff over the package, tests and scripts
+	$(BIN)/ruff check featvis_run tests $(wildcard scripts)
