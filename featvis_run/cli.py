@@ -6,6 +6,7 @@ imported when a run starts. User errors print one line and exit with code 2 (``d
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import warnings
 from pathlib import Path
@@ -32,9 +33,26 @@ def _out_dir(cfg: Config) -> Path:
     return Path(HydraConfig.get().runtime.output_dir)
 
 
+def _in_multirun() -> bool:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
+def _record_job_error(out_dir: Path, message: str) -> None:
+    """In a sweep a job never raises (that would stop the sweep): its error goes to ``error.json``."""
+    from featvis_run.outputs import write_json
+
+    with contextlib.suppress(OSError):
+        write_json(out_dir / "error.json", {"error": message}, overwrite=True)
+
+
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="config")
 def _main(dcfg: DictConfig) -> None:
     debug = bool(dcfg.get("debug", False))
+    multirun = _in_multirun()
+    out_dir = Path(".")
     try:
         cfg: Config = OmegaConf.to_object(dcfg)  # typed dataclasses from here on
         resolved = OmegaConf.to_container(dcfg, resolve=True, enum_to_str=True)
@@ -47,13 +65,23 @@ def _main(dcfg: DictConfig) -> None:
             print_layers(result, out_dir)
             return
         print_summary(result)
-        if not result.ok:
+        if not result.ok and not multirun:
             sys.exit(1)
     except FeatvisError as err:
         if debug:
             raise
         print(f"featvis-run: error: {err}", file=sys.stderr)
+        if multirun:
+            _record_job_error(out_dir, str(err))
+            return
         sys.exit(err.exit_code)
+    except Exception as err:
+        if not multirun or debug:
+            raise
+        import traceback
+
+        traceback.print_exc()
+        _record_job_error(out_dir, f"{type(err).__name__}: {err}")
 
 
 def _expand_shorthands(argv: list[str]) -> list[str]:
@@ -70,6 +98,11 @@ def main() -> None:
         _main()
     except BrokenPipeError:  # e.g. `featvis-run --help | head`
         sys.stderr.close()
+        return
+    from featvis_run.sweep import last_sweep_failed
+
+    if last_sweep_failed():
+        sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ channel counts are compared through their reduced maps (and CKA, which needs no 
 
 from __future__ import annotations
 
+import itertools
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,17 +16,18 @@ from typing import Any
 import numpy as np
 
 from featvis_run.diff import compare_levels, diff_map, resize_to_common
-from featvis_run.errors import ConfigError, FeatvisError, InputError
-from featvis_run.experiments import RecordedModel, random_init_note
+from featvis_run.errors import ConfigError, FeatvisError
+from featvis_run.experiments import activation_cache, cache_summary, input_images
 from featvis_run.features import LevelKey
 from featvis_run.geometry import Geometry, crop_valid, valid_cells
-from featvis_run.images import collect_images, load_image, select_images
+from featvis_run.images import collect_images, select_images
 from featvis_run.outputs import safe_name, write_image
 from featvis_run.reduce import ReducedMap, reduce_channels, standardize
 from featvis_run.render import RenderOptions, contact_sheet, render_map
 from featvis_run.results import Failure, ImageRecord, MapRecord, RunResult
-from featvis_run.runner import DrawSettings, Timer, image_paths, model_record, unique_ids
+from featvis_run.runner import DrawSettings, Timer, image_paths
 from featvis_run.schema import Config, Mode, RecorderConfig
+from featvis_run.sources import FeatureSource
 
 __all__ = ["DiffSide", "paired_levels", "run_diff"]
 
@@ -112,84 +114,77 @@ def run_diff(cfg: Config, out_dir: Path, resolved: dict[str, Any]) -> RunResult:
     mode = cfg.experiment.diff_mode.value
     rec_a, rec_b = cfg.recorder, cfg.recorder_b or cfg.recorder
     pairs = paired_levels(rec_a, rec_b)
-    if cfg.images.paths is None:
+    strict = cfg.images.paths is None
+    if strict:
         paths = image_paths(cfg)
-        strict = True
     else:
         paths = select_images(collect_images(cfg.images.paths), cfg.images.limit, cfg.images.shard)
-        strict = False
-    preloaded = {p: load_image(p) for p in paths} if strict else {}
-    from featvis_run.mmdet_adapter import load_detector
-
     timer = Timer()
-    started = time.perf_counter()
-    det_a, det_b = load_detector(cfg.model_a), load_detector(cfg.model_b)
-    timer.add("model_load", started)
+    cache = activation_cache(cfg)
+    failures: list[Failure] = []
+    batches = input_images(paths, 1, strict, failures)
+    first = next(batches, []) if strict else []  # a bad single image fails before any model is planned
+    source_a = FeatureSource(cfg.model_a, rec_a, cache, timer)
+    source_b = FeatureSource(cfg.model_b, rec_b, cache, timer)
     outputs: list[MapRecord] = []
     comparisons: list[dict[str, Any]] = []
     images: list[ImageRecord] = []
-    failures: list[Failure] = []
-    with RecordedModel(det_a, rec_a, timer) as model_a, RecordedModel(det_b, rec_b, timer) as model_b:
-        for image_id, path in zip(unique_ids(paths), paths, strict=True):
-            try:
-                image = preloaded.get(path)
-                image = image if image is not None else load_image(path, "images")
-                (res_a,), feats_a = model_a.forward([image])
-                (res_b,), feats_b = model_b.forward([image])
-            except InputError as err:
-                failures.append(Failure(str(path), str(err)))
-                continue
-            except FeatvisError:
+    for batch in itertools.chain([first] if first else [], batches):
+        (im,) = batch
+        try:
+            (item_a,) = source_a.features(batch)
+            (item_b,) = source_b.features(batch)
+        except FeatvisError:
+            raise
+        except Exception as err:
+            if strict:
                 raise
-            except Exception as err:
-                if strict:
-                    raise
-                failures.append(Failure(str(path), f"model failed: {type(err).__name__}: {err}"))
-                continue
-            started = time.perf_counter()
-            for level, key_a, key_b in pairs:
-                a = _side(det_a.name, feats_a[key_a][0], res_a.geometry, cfg.use_norm)
-                b = _side(det_b.name, feats_b[key_b][0], res_b.geometry, cfg.use_norm)
-                numbers, reduced, picture, panel = draw_level(image, level, a, b, settings, mode)
-                base = out_dir / safe_name(image_id)
-                diff_file = write_image(base / "diff" / f"{safe_name(level)}.{settings.fmt}", picture)
-                panel_file = write_image(base / "panel" / f"{safe_name(level)}.{settings.fmt}", panel)
-                rel = str(diff_file.relative_to(out_dir))
-                comparisons.append(
-                    {"image": image_id, "level": level, "layer_a": key_a.layer, "layer_b": key_b.layer, **numbers}
-                    | {"diff_file": rel, "panel_file": str(panel_file.relative_to(out_dir))}
+            failures.append(Failure(str(im.path), f"model failed: {type(err).__name__}: {err}"))
+            continue
+        started = time.perf_counter()
+        for level, key_a, key_b in pairs:
+            a = _side(source_a.name, item_a.features[key_a], item_a.geometry, cfg.use_norm)
+            b = _side(source_b.name, item_b.features[key_b], item_b.geometry, cfg.use_norm)
+            numbers, reduced, picture, panel = draw_level(im.array, level, a, b, settings, mode)
+            base = out_dir / safe_name(im.image_id)
+            diff_file = write_image(base / "diff" / f"{safe_name(level)}.{settings.fmt}", picture)
+            panel_file = write_image(base / "panel" / f"{safe_name(level)}.{settings.fmt}", panel)
+            rel = str(diff_file.relative_to(out_dir))
+            comparisons.append(
+                {"image": im.image_id, "level": level, "layer_a": key_a.layer, "layer_b": key_b.layer, **numbers}
+                | {"diff_file": rel, "panel_file": str(panel_file.relative_to(out_dir))}
+            )
+            maps = reduced.maps
+            outputs.append(
+                MapRecord(
+                    image=im.image_id,
+                    layer="diff",
+                    level=level,
+                    shape=tuple(int(v) for v in maps.shape),
+                    valid_hw=valid_cells(a.full_hw, a.geometry),
+                    reducer=f"{mode} {reduced.reducer}",
+                    channels=reduced.channels,
+                    stats={"min": float(maps.min()), "max": float(maps.max()), "mean": float(maps.mean())},
+                    file=rel,
+                    note=numbers["note"],
                 )
-                maps = reduced.maps
-                outputs.append(
-                    MapRecord(
-                        image=image_id,
-                        layer="diff",
-                        level=level,
-                        shape=tuple(int(v) for v in maps.shape),
-                        valid_hw=valid_cells(a.full_hw, a.geometry),
-                        reducer=f"{mode} {reduced.reducer}",
-                        channels=reduced.channels,
-                        stats={"min": float(maps.min()), "max": float(maps.max()), "mean": float(maps.mean())},
-                        file=rel,
-                        note=numbers["note"],
-                    )
-                )
-            timer.add("render", started)
-            g = res_a.geometry
-            images.append(ImageRecord(str(path), g.ori_hw, g.input_hw, len(res_a.detections.boxes)))
-    notes = [n for n in (random_init_note(det_a), random_init_note(det_b)) if n]
+            )
+        timer.add("render", started)
+        g = item_a.geometry
+        images.append(ImageRecord(str(im.path), g.ori_hw, g.input_hw, len(item_a.detections.boxes)))
+    notes = [n for n in (source_a.random_init_note(), source_b.random_init_note()) if n]
     notes += sorted({c["note"] for c in comparisons if c["note"]})
     result = RunResult(
         experiment="diff",
         out_dir=out_dir,
         config=resolved,
-        models=(model_record(det_a), model_record(det_b)),
+        models=(source_a.model_record(), source_b.model_record()),
         images=tuple(images),
         outputs=tuple(outputs),
         failures=tuple(failures),
         notes=tuple(notes),
         timings=timer.seconds,
-        extra={"diff_mode": mode, "comparisons": comparisons},
+        extra={**cache_summary(cache, [source_a, source_b]), "diff_mode": mode, "comparisons": comparisons},
     )
     result.save()
     return result

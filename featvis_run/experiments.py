@@ -1,4 +1,4 @@
-"""The experiments ``run`` dispatches to, by ``experiment.name``: ``single``, ``multi_image`` (and ``diff``)."""
+"""The experiments ``run`` dispatches to, by ``experiment.name``: ``single``, ``multi_image`` and ``diff``."""
 
 from __future__ import annotations
 
@@ -10,37 +10,53 @@ from typing import Any
 
 import numpy as np
 
-from featvis_run.errors import FeatvisError, InputError
-from featvis_run.features import LevelKey, extract_levels
-from featvis_run.images import collect_images, load_image, select_images
+from featvis_run.cache import ActivationCache
+from featvis_run.errors import ConfigError, FeatvisError, InputError
+from featvis_run.features import LevelKey
+from featvis_run.images import collect_images, read_image, select_images
 from featvis_run.outputs import safe_name, write_image
 from featvis_run.render import contact_sheet
 from featvis_run.results import Failure, ImageRecord, MapRecord, RunResult
-from featvis_run.runner import DrawSettings, Timer, draw_levels, image_paths, load_inputs, model_record, unique_ids
-from featvis_run.schema import Config, Mode, RecorderConfig
+from featvis_run.runner import DrawSettings, Timer, draw_levels, image_paths, unique_ids
+from featvis_run.schema import Config, Mode
+from featvis_run.sources import FeatureSource, InputImage
 
 __all__ = [
     "EXPERIMENTS",
-    "RecordedModel",
+    "activation_cache",
+    "cache_summary",
+    "input_images",
     "list_model_layers",
     "progress_bar",
-    "random_init_note",
     "run_multi_image",
     "run_single",
 ]
 
 
-def random_init_note(det: Any) -> str | None:
-    """The loud warning for a model without a checkpoint, or None."""
-    if not det.checkpoint.random_init:
-        return None
-    return (
-        f"RANDOM INIT: {det.name} has no checkpoint (model.checkpoint=null), weights are random (seed "
-        f"{det.checkpoint.seed}); maps show an untrained network. Pass model.checkpoint=/path/to/weights.pth"
-    )
+def activation_cache(cfg: Config) -> ActivationCache:
+    """The configured cache (``cache=off``: disabled)."""
+    return ActivationCache(Path(cfg.cache.dir).expanduser() if cfg.cache.enabled else None)
 
 
-def list_model_layers(det: Any, image: Any, out_dir: Path) -> list[Any]:
+def cache_summary(cache: ActivationCache, sources: Sequence[FeatureSource]) -> dict[str, Any]:
+    """Manifest fields: whether the run was served from the cache, model calls made, cache counters and size."""
+    passes = sum(s.forward_passes for s in sources)
+    return {
+        "cache_hit": cache.enabled and passes == 0 and cache.stats.hits > 0,
+        "forward_passes": passes,
+        "cache": {
+            "enabled": cache.enabled,
+            "dir": str(cache.root) if cache.root else None,
+            "hits": cache.stats.hits,
+            "misses": cache.stats.misses,
+            "corrupt_recomputed": cache.stats.corrupt,
+            "written_bytes": cache.stats.written_bytes,
+            "size_bytes": cache.size_bytes(),
+        },
+    }
+
+
+def list_model_layers(source: FeatureSource, image: np.ndarray, out_dir: Path) -> list[Any]:
     """Every module of the detector with the shapes it outputs on ``image``; also written to ``layers.json``."""
     from dataclasses import asdict
 
@@ -48,17 +64,14 @@ def list_model_layers(det: Any, image: Any, out_dir: Path) -> list[Any]:
     from featvis_run.outputs import write_json
     from featvis_run.recorder import list_layers
 
+    det = source.detector()
     layers = list_layers(det.model, lambda: run_batch(det, [image]))
     write_json(out_dir / "layers.json", [asdict(layer) for layer in layers])
     return layers
 
 
-def _batches(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
-    for start in range(0, len(items), max(1, size)):
-        yield items[start : start + max(1, size)]
-
-
 def progress_bar(total: int, enabled: bool) -> Any:
+    """A rich progress bar on stderr (images done / total, rate, ETA), or a no-op context."""
     if not enabled:
         return nullcontext(None)
     from rich.console import Console
@@ -74,72 +87,63 @@ def progress_bar(total: int, enabled: bool) -> Any:
     )
 
 
-class RecordedModel:
-    """A loaded detector with its recorder: :meth:`forward` returns detections and every level's maps."""
-
-    def __init__(self, det: Any, recorder: RecorderConfig, timer: Timer):
-        from featvis_run.recorder import FeatureRecorder
-
-        self.det, self.timer = det, timer
-        self.recorders, self.mappings = recorder.parsed()
-        self.recorder = FeatureRecorder(det.model, self.recorders)
-
-    def __enter__(self) -> RecordedModel:
-        self.recorder.__enter__()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.recorder.__exit__(*exc)
-
-    def forward(self, images: Sequence[np.ndarray]) -> tuple[list[Any], dict[LevelKey, np.ndarray]]:
-        """One batch: detector results per image and every level's (N, C, H, W) map."""
-        from featvis_run.mmdet_adapter import run_batch
-
-        self.recorder.clear()
-        started = time.perf_counter()
-        results = run_batch(self.det, images)
-        self.timer.add("forward", started)
-        return results, extract_levels(self.recorder.records, self.recorders, self.mappings, batch=len(images))
+def input_images(
+    paths: Sequence[Path], batch_size: int, strict: bool, failures: list[Failure]
+) -> Iterator[list[InputImage]]:
+    """Batches of decoded images. ``strict``: an unreadable image raises; else it is listed in ``failures``."""
+    batch: list[InputImage] = []
+    for image_id, path in zip(unique_ids(paths), paths, strict=True):
+        try:
+            array, sha = read_image(path, "image" if strict else "images")
+        except InputError as err:
+            if strict:
+                raise
+            failures.append(Failure(str(path), str(err)))
+            continue
+        batch.append(InputImage(image_id, path, array, sha))
+        if len(batch) == batch_size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
 
 
 class _ImageRun:
-    """Runs batches of images through one loaded detector with the recorder attached, drawing every level."""
+    """Draws every level of batches of images from one feature source; collects records and contact thumbnails."""
 
-    def __init__(self, cfg: Config, det: Any, settings: DrawSettings, out_dir: Path):
-        self.det, self.settings, self.out_dir = det, settings, out_dir
-        self.timer = Timer()
-        self.model = RecordedModel(det, cfg.recorder, self.timer)
+    def __init__(self, source: FeatureSource, settings: DrawSettings, out_dir: Path, thumb_height: int):
+        self.source, self.settings, self.out_dir, self.thumb_height = source, settings, out_dir, thumb_height
         self.outputs: list[MapRecord] = []
         self.images: list[ImageRecord] = []
         self.failures: list[Failure] = []
         self.thumbs: dict[LevelKey, list[tuple[str, np.ndarray]]] = {}
-        self.thumb_height = 0
 
-    def process(self, batch: Sequence[tuple[str, Path, np.ndarray]]) -> None:
-        """Forward and draw a batch; if the batch fails in the model, retry its images one by one."""
+    def process(self, batch: Sequence[InputImage]) -> None:
+        """Draw a batch; if the model fails on the batch, retry its images one by one."""
         try:
-            results, features = self.model.forward([img for _, _, img in batch])
+            items = self.source.features(batch)
         except FeatvisError:
             raise  # a config problem (e.g. a bad mapping) fails every image alike
         except Exception as err:
             if len(batch) > 1:
-                for item in batch:
-                    self.process([item])
+                for one in batch:
+                    self.process([one])
                 return
-            self.failures.append(Failure(str(batch[0][1]), f"model failed: {type(err).__name__}: {err}"))
+            self.failures.append(Failure(str(batch[0].path), f"model failed: {type(err).__name__}: {err}"))
             return
         started = time.perf_counter()
-        for i, ((image_id, path, image), res) in enumerate(zip(batch, results, strict=True)):
-            per_image = {key: maps[i] for key, maps in features.items()}
-            drawn = draw_levels(image_id, image, per_image, res.geometry, res.detections, self.settings, self.out_dir)
+        for im, item in zip(batch, items, strict=True):
+            drawn = draw_levels(
+                im.image_id, im.array, item.features, item.geometry, item.detections, self.settings, self.out_dir
+            )
             for record, picture in drawn:
                 self.outputs.append(record)
                 if self.thumb_height:
                     key = LevelKey(record.layer, record.level)
-                    self.thumbs.setdefault(key, []).append((image_id, _thumbnail(picture, self.thumb_height)))
-            g = res.geometry
-            self.images.append(ImageRecord(str(path), g.ori_hw, g.input_hw, len(res.detections.boxes)))
-        self.timer.add("render", started)
+                    self.thumbs.setdefault(key, []).append((im.image_id, _thumbnail(picture, self.thumb_height)))
+            g = item.geometry
+            self.images.append(ImageRecord(str(im.path), g.ori_hw, g.input_hw, len(item.detections.boxes)))
+        self.source.timer.add("render", started)
 
 
 def _thumbnail(picture: np.ndarray, height: int) -> np.ndarray:
@@ -161,57 +165,47 @@ def _write_contact_sheets(run: _ImageRun, out_dir: Path) -> list[dict[str, str]]
 
 def _run_images(cfg: Config, out_dir: Path, resolved: dict[str, Any], paths: list[Path], experiment: str) -> Any:
     strict = experiment == "single"
-    timer = Timer()
-    # Validate everything cheap before torch and mmdet are even imported.
-    settings = DrawSettings.from_config(cfg) if cfg.mode is Mode.draw else None
-    cfg.recorder.parsed()
     if cfg.images.batch_size <= 0:
-        from featvis_run.errors import ConfigError
-
         raise ConfigError(f"images.batch_size={cfg.images.batch_size} must be a positive number of images")
-    preloaded = load_inputs(paths) if strict or cfg.mode is Mode.layers else None
-    from featvis_run.mmdet_adapter import load_detector
-
-    started = time.perf_counter()
-    det = load_detector(cfg.model)
-    timer.add("model_load", started)
+    settings = DrawSettings.from_config(cfg) if cfg.mode is Mode.draw else None
+    timer = Timer()
+    cache = activation_cache(cfg)
+    failures: list[Failure] = []
+    batches = input_images(paths, cfg.images.batch_size, strict, failures)
+    first = next(batches, []) if strict or cfg.mode is Mode.layers else None  # a bad single image fails early
+    source = FeatureSource(cfg.model, cfg.recorder, cache, timer)
     if cfg.mode is Mode.layers:
-        return list_model_layers(det, preloaded[0], out_dir)
-    run = _ImageRun(cfg, det, settings, out_dir)
-    run.thumb_height = cfg.experiment.contact_tile if experiment != "single" and cfg.experiment.contact_sheet else 0
-    ids = unique_ids(paths)
-    items = list(zip(ids, paths, preloaded or [None] * len(paths), strict=True))
+        if not first:
+            raise InputError(f"no readable image among {len(paths)} inputs to list the layers with")
+        return list_model_layers(source, first[0].array, out_dir)
+    thumb_height = cfg.experiment.contact_tile if experiment != "single" and cfg.experiment.contact_sheet else 0
+    run = _ImageRun(source, settings, out_dir, thumb_height)
+    run.failures = failures
     begun = time.perf_counter()
-    with run.model, progress_bar(len(items), enabled=not strict) as progress:
-        task = progress.add_task("images", total=len(items), rate="") if progress else None
-        for chunk in _batches(items, cfg.images.batch_size):
-            loaded = []
-            for image_id, path, image in chunk:
-                try:
-                    loaded.append((image_id, path, image if image is not None else load_image(path, "images")))
-                except InputError as err:
-                    run.failures.append(Failure(str(path), str(err)))
-            if loaded:
-                run.process(loaded)
+    with progress_bar(len(paths), enabled=not strict) as progress:
+        task = progress.add_task("images", total=len(paths), rate="") if progress else None
+        for batch in [first] if first else []:
+            run.process(batch)
+        for batch in batches:
+            run.process(batch)
             if progress:
-                done = progress.tasks[0].completed + len(chunk)
+                done = len(run.images) + len(run.failures)
                 rate = f"{done / max(time.perf_counter() - begun, 1e-9):.2f} img/s"
-                progress.update(task, advance=len(chunk), rate=rate)
-    timer.seconds.update(run.timer.seconds)
+                progress.update(task, completed=done, rate=rate)
     sheets = _write_contact_sheets(run, out_dir) if run.thumbs else []
-    notes = [n for n in [random_init_note(det)] if n]
+    notes = [n for n in [source.random_init_note()] if n]
     notes += sorted({o.note for o in run.outputs if o.note})
     result = RunResult(
         experiment=experiment,
         out_dir=out_dir,
         config=resolved,
-        models=(model_record(det),),
+        models=(source.model_record(),),
         images=tuple(run.images),
         outputs=tuple(run.outputs),
         failures=tuple(run.failures),
         notes=tuple(notes),
         timings=timer.seconds,
-        extra={"contact_sheets": sheets} if sheets else {},
+        extra={**cache_summary(cache, [source]), **({"contact_sheets": sheets} if sheets else {})},
     )
     result.save()
     return result

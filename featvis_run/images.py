@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import glob
+import hashlib
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -13,7 +14,7 @@ import numpy as np
 from featvis_run.errors import ConfigError, InputError
 from featvis_run.paths import PACKAGE_DIR
 
-__all__ = ["IMAGE_EXTENSIONS", "collect_images", "demo_image_path", "load_image", "select_images"]
+__all__ = ["IMAGE_EXTENSIONS", "collect_images", "demo_image_path", "load_image", "read_image", "select_images"]
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
@@ -25,20 +26,25 @@ def demo_image_path() -> Path:
 
 def load_image(path: Path, key: str = "image") -> np.ndarray:
     """Decode ``path`` as a BGR uint8 image; ``key`` names the config key in error messages."""
+    return read_image(path, key)[0]
+
+
+def read_image(path: Path, key: str = "image") -> tuple[np.ndarray, str]:
+    """Decode ``path`` as a BGR uint8 image and return it with the sha256 of the file's bytes."""
     if not path.exists():
         raise InputError(f"{key}={str(path)!r}: no such file; give the path of a .jpg/.png image")
     if path.is_dir():
         raise InputError(f"{key}={str(path)!r} is a folder; give one image file (folders: experiment=multi_image)")
     try:
-        data = np.fromfile(path, dtype=np.uint8)
+        data = path.read_bytes()
     except OSError as err:
         raise InputError(f"{key}={str(path)!r} cannot be read ({err.strerror or err}); check its permissions") from err
-    image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
+    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR) if data else None
     if image is None:
         raise InputError(
             f"{key}={str(path)!r} is not an image OpenCV can decode; give a {'/'.join(IMAGE_EXTENSIONS)} file"
         )
-    return image
+    return image, hashlib.sha256(data).hexdigest()
 
 
 def _is_image(path: Path) -> bool:

@@ -14,6 +14,7 @@ import logging
 import re
 import time
 import warnings
+from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,7 +35,9 @@ __all__ = [
     "Detector",
     "ImageResult",
     "load_checkpoint_state",
+    "ModelPlan",
     "load_detector",
+    "plan_model",
     "mmdet_config_root",
     "parse_cfg_options",
     "resolve_mmdet_config",
@@ -177,7 +180,7 @@ def load_checkpoint_state(path: Path, trust: bool) -> dict[str, Any]:
     return ckpt
 
 
-def _apply_weights(model: nn.Module, ckpt: dict[str, Any], path: Path) -> CheckpointInfo:
+def _apply_weights(model: nn.Module, ckpt: dict[str, Any], path: Path, sha256: str | None) -> CheckpointInfo:
     state = ckpt.get("state_dict", ckpt)
     if not isinstance(state, dict):
         raise ModelError(f"model.checkpoint={str(path)!r}: 'state_dict' is a {type(state).__name__}, not a dict")
@@ -192,7 +195,7 @@ def _apply_weights(model: nn.Module, ckpt: dict[str, Any], path: Path) -> Checkp
     result = model.load_state_dict({k: state[k] for k in matched}, strict=False)
     return CheckpointInfo(
         path=str(path),
-        sha256=_sha256(path),
+        sha256=sha256 or _sha256(path),
         matched_keys=len(matched),
         missing_keys=len(result.missing_keys),
         unexpected_keys=len(state) - len(matched),
@@ -219,8 +222,7 @@ def _check_device(device: str) -> None:
         raise ModelError(f"model.device={device!r} is not a torch device; use cpu or cuda:0") from err
 
 
-def _test_pipeline(cfg: Any, test_scale: Sequence[int] | None) -> Any:
-    from mmcv.transforms import Compose
+def _test_pipeline_cfg(cfg: Any, test_scale: Sequence[int] | None) -> list[dict[str, Any]]:
     from mmdet.utils import get_test_pipeline_cfg
 
     steps = [dict(s) for s in get_test_pipeline_cfg(cfg)]
@@ -229,19 +231,42 @@ def _test_pipeline(cfg: Any, test_scale: Sequence[int] | None) -> Any:
             step["type"] = "mmdet.LoadImageFromNDArray"
         if test_scale is not None and str(step.get("type")).endswith("Resize") and "scale" in step:
             step["scale"] = tuple(int(v) for v in test_scale)
-    return Compose(steps)
+    return steps
 
 
-def load_detector(mc: ModelConfig) -> Detector:
-    """Build the detector ``mc`` describes: weights from its local checkpoint, else seeded random init."""
+def _test_pipeline(cfg: Any, test_scale: Sequence[int] | None) -> Any:
+    from mmcv.transforms import Compose
+
+    return Compose(_test_pipeline_cfg(cfg, test_scale))
+
+
+@dataclass
+class ModelPlan:
+    """A detector described but not built: resolved config (cfg-options applied), checkpoint and its hash.
+
+    ``identity`` hashes everything that determines the model's features, for the activation cache and for reusing
+    a built model within one process (Hydra's basic launcher runs a sweep's jobs in one process).
+    """
+
+    config: ModelConfig
+    cfg: Any
+    config_path: Path
+    checkpoint_path: Path | None
+    checkpoint_sha256: str | None
+    identity: str
+
+
+def plan_model(mc: ModelConfig) -> ModelPlan:
+    """Resolve and check ``mc`` (config file, cfg-options, checkpoint file, device) without building the model."""
     from mmengine.config import Config
-    from mmengine.registry import init_default_scope
 
-    start = time.perf_counter()
+    from featvis_run.cache import stable_hash
+
     _check_device(mc.device)
     config_path = resolve_mmdet_config(mc.mmdet_config)
     ckpt_path = resolve_package_path(mc.checkpoint) if mc.checkpoint else None
-    ckpt = load_checkpoint_state(ckpt_path, mc.trust_checkpoint) if ckpt_path else None
+    if ckpt_path is not None and not ckpt_path.is_file():
+        raise ModelError(f"model.checkpoint={mc.checkpoint!r}: no such file; give the path of a local .pth checkpoint")
     try:
         cfg = Config.fromfile(str(config_path))
     except Exception as err:
@@ -250,6 +275,46 @@ def load_detector(mc: ModelConfig) -> Detector:
         cfg.merge_from_dict(parse_cfg_options(mc.cfg_options))
     if cfg.model.get("backbone", {}).get("init_cfg") is not None:
         cfg.model.backbone.init_cfg = None  # never download pretrained backbone weights
+    sha = _sha256(ckpt_path) if ckpt_path else None
+    identity = stable_hash(
+        {
+            "model": cfg.model.to_dict(),
+            "pipeline": _test_pipeline_cfg(cfg, mc.test_scale),
+            "weights": sha or f"random-init seed {mc.seed}",
+            "device": torch.device(mc.device).type,
+        }
+    )
+    return ModelPlan(mc, cfg, config_path, ckpt_path, sha, identity)
+
+
+_BUILT: OrderedDict[str, Detector] = OrderedDict()
+_KEEP_BUILT = 2
+
+
+def load_detector(mc: ModelConfig | ModelPlan) -> Detector:
+    """The detector ``mc`` describes (weights from its local checkpoint, else seeded random init).
+
+    The last two detectors built in this process are reused when asked for again with the same identity."""
+    plan = mc if isinstance(mc, ModelPlan) else plan_model(mc)
+    if plan.identity in _BUILT:
+        _BUILT.move_to_end(plan.identity)
+        det = _BUILT[plan.identity]
+        det.name = plan.config.name
+        det.load_seconds = 0.0
+        return det
+    det = _build(plan)
+    _BUILT[plan.identity] = det
+    while len(_BUILT) > _KEEP_BUILT:
+        _BUILT.popitem(last=False)
+    return det
+
+
+def _build(plan: ModelPlan) -> Detector:
+    from mmengine.registry import init_default_scope
+
+    start = time.perf_counter()
+    mc, cfg = plan.config, plan.cfg
+    ckpt = load_checkpoint_state(plan.checkpoint_path, mc.trust_checkpoint) if plan.checkpoint_path else None
     init_default_scope(cfg.get("default_scope", "mmdet"))
     from mmdet.registry import MODELS
 
@@ -258,19 +323,19 @@ def load_detector(mc: ModelConfig) -> Detector:
         try:
             model = MODELS.build(cfg.model)
         except Exception as err:
-            raise ModelError(f"mmdet cannot build {config_path.name}: {type(err).__name__}: {err}") from err
+            raise ModelError(f"mmdet cannot build {plan.config_path.name}: {type(err).__name__}: {err}") from err
         if ckpt is None:
             model.init_weights()
             info = CheckpointInfo(path=None, sha256=None, seed=mc.seed)
         else:
-            info = _apply_weights(model, ckpt, ckpt_path)
+            info = _apply_weights(model, ckpt, plan.checkpoint_path, plan.checkpoint_sha256)
     classes = (_checkpoint_classes(ckpt) if ckpt else None) or _config_classes(cfg)
     model.to(mc.device).eval()
     return Detector(
         name=mc.name,
         model=model,
         cfg=cfg,
-        config_path=str(config_path),
+        config_path=str(plan.config_path),
         device=mc.device,
         classes=classes,
         checkpoint=info,

@@ -52,9 +52,9 @@ class ModelRecord:
     seed: int | None
     device: str
     num_classes: int
-    matched_keys: int = 0
-    missing_keys: int = 0
-    unexpected_keys: int = 0
+    matched_keys: int | None = None  # checkpoint key match: None when the model came from the cache
+    missing_keys: int | None = None
+    unexpected_keys: int | None = None
 
     @property
     def weights(self) -> str:

@@ -17,14 +17,14 @@ import numpy as np
 from featvis_run.errors import ConfigError
 from featvis_run.features import LevelKey
 from featvis_run.geometry import crop_valid, valid_cells
-from featvis_run.images import demo_image_path, load_image
+from featvis_run.images import demo_image_path
 from featvis_run.outputs import ensure_writable_dir, safe_name, write_image
 from featvis_run.reduce import reduce_channels, standardize
 from featvis_run.render import Detections, RenderOptions, check_arrangement, render_map
-from featvis_run.results import MapRecord, ModelRecord
+from featvis_run.results import MapRecord
 from featvis_run.schema import Config, ReducerName
 
-__all__ = ["DrawSettings", "Timer", "draw_levels", "image_paths", "model_record", "run"]
+__all__ = ["DrawSettings", "Timer", "draw_levels", "image_paths", "run"]
 
 
 @dataclass(frozen=True)
@@ -130,23 +130,6 @@ def draw_levels(
     return records
 
 
-def model_record(det: Any) -> ModelRecord:
-    """The manifest's description of a loaded :class:`~featvis_run.mmdet_adapter.Detector`."""
-    ck = det.checkpoint
-    return ModelRecord(
-        name=det.name,
-        mmdet_config=det.config_path,
-        checkpoint=ck.path,
-        sha256=ck.sha256,
-        seed=ck.seed,
-        device=det.device,
-        num_classes=len(det.classes),
-        matched_keys=ck.matched_keys,
-        missing_keys=ck.missing_keys,
-        unexpected_keys=ck.unexpected_keys,
-    )
-
-
 def run(cfg: Config, out_dir: Path, resolved: dict[str, Any]) -> Any:
     """Run the configured experiment and mode; returns a RunResult (draw) or a list of LayerInfo (layers)."""
     from featvis_run.experiments import EXPERIMENTS
@@ -167,8 +150,3 @@ def unique_ids(paths: Sequence[Path]) -> list[str]:
         seen[stem] = seen.get(stem, 0) + 1
         ids.append(stem if seen[stem] == 1 else f"{stem}-{seen[stem]}")
     return ids
-
-
-def load_inputs(paths: Sequence[Path], key: str = "image") -> list[np.ndarray]:
-    """Load every image now, so that a bad path fails before the model is built."""
-    return [load_image(p, key) for p in paths]

@@ -16,6 +16,7 @@ from omegaconf import MISSING
 from featvis_run.errors import ConfigError
 
 __all__ = [
+    "CacheConfig",
     "Config",
     "DiffMode",
     "ImagesConfig",
@@ -185,6 +186,14 @@ class ExperimentConfig:
 
 
 @dataclass
+class CacheConfig:
+    """The activation cache: recorded maps on disk, reused by runs that change only how maps are drawn."""
+
+    enabled: bool = True
+    dir: str = "outputs/cache"
+
+
+@dataclass
 class ImagesConfig:
     """Inputs of ``experiment=multi_image`` (and a list for ``diff``): ``paths`` is a file, folder (searched
     recursively), glob, or a list of those; ``images=...`` on the command line is short for ``images.paths=...``.
@@ -204,6 +213,7 @@ class Config:
     layout: LayoutConfig = MISSING
     output: OutputConfig = MISSING
     experiment: ExperimentConfig = MISSING
+    cache: CacheConfig = MISSING
     image: str | None = None
     images: ImagesConfig = field(default_factory=ImagesConfig)
     model_a: ModelConfig | None = None

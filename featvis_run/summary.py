@@ -10,10 +10,10 @@ from rich.table import Table
 
 from featvis_run.results import RunResult
 
-__all__ = ["print_layers", "print_summary"]
+__all__ = ["make_console", "print_layers", "print_summary"]
 
 
-def _console() -> Console:
+def make_console() -> Console:
     """A console at the terminal's width, or 160 columns when output goes to a file or pipe (logs, CI)."""
     console = Console()
     return console if console.is_terminal else Console(width=160)
@@ -32,7 +32,7 @@ def _channels(ch: Sequence[int]) -> str:
 
 def print_summary(result: RunResult, console: Console | None = None) -> None:
     """Print what the run drew, from which model and weights, how long it took and where it went."""
-    console = console or _console()
+    console = console or make_console()
     for m in result.models:
         weights = (
             f"[bold red]random init (seed {m.seed})[/]"
@@ -54,6 +54,13 @@ def print_summary(result: RunResult, console: Console | None = None) -> None:
         console.print(f"[{style}]note:[/] {note}")
     for f in result.failures:
         console.print(f"[bold red]failed:[/] {f.item}: {f.reason}")
+    cache = result.extra.get("cache")
+    if cache:
+        state = "off" if not cache["enabled"] else ("hit" if result.extra["cache_hit"] else "miss")
+        console.print(
+            f"[bold]cache[/] {state}: {result.extra['forward_passes']} forward pass(es), {cache['hits']} hit(s), "
+            f"{cache['misses']} miss(es), {cache['size_bytes'] / 1e6:.1f} MB in {cache['dir'] or '-'}"
+        )
     timings = "  ".join(f"{k} {v:.2f}s" for k, v in result.timings.items())
     console.print(f"[bold]timings[/] {timings}")
     console.print(f"[bold]output[/] {result.out_dir}  (manifest.json)")
@@ -112,7 +119,7 @@ def _diff_table(result: RunResult) -> Table:
 
 def print_layers(layers: Sequence[Any], out_dir: Any, console: Console | None = None) -> None:
     """Print every module that produced a tensor, with its output shapes (``mode=layers``)."""
-    console = console or _console()
+    console = console or make_console()
     table = Table(title="modules and output shapes (use the name as recorder source)")
     for col in ("name", "type", "output shapes", "params"):
         table.add_column(col, overflow="fold")

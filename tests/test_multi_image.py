@@ -55,27 +55,31 @@ def test_limit_and_shard():
 
 
 def test_batched_maps_equal_one_by_one_for_images_of_different_sizes(tiny_config):
-    from featvis_run.experiments import RecordedModel
+    from featvis_run.cache import ActivationCache
     from featvis_run.geometry import crop_valid
-    from featvis_run.mmdet_adapter import load_detector
     from featvis_run.runner import Timer
     from featvis_run.schema import ModelConfig, RecorderConfig
+    from featvis_run.sources import FeatureSource, InputImage
 
-    det = load_detector(ModelConfig(name="tiny", mmdet_config=str(tiny_config), test_scale=[160, 160]))
+    mc = ModelConfig(name="tiny", mmdet_config=str(tiny_config), test_scale=[160, 160])
     recorder = RecorderConfig(name="fpn", recorders={"neck": {"source": "neck"}})
+    source = FeatureSource(mc, recorder, ActivationCache(None), Timer())
     rng = np.random.default_rng(0)
-    images = [rng.integers(0, 255, (90, 160, 3), dtype=np.uint8), rng.integers(0, 255, (160, 70, 3), dtype=np.uint8)]
-    with RecordedModel(det, recorder, Timer()) as model:
-        batch_res, batch_feats = model.forward(images)
-        singles = [model.forward([img]) for img in images]
-    assert batch_res[0].geometry.input_hw == batch_res[1].geometry.input_hw == (160, 160)
-    assert singles[0][0][0].geometry.input_hw == (96, 160)  # alone, the wide image is padded less
-    for i, (res, feats) in enumerate(singles):
-        for key, maps in feats.items():
-            alone = crop_valid(maps[0], res[0].geometry)
-            batched = crop_valid(batch_feats[key][i], batch_res[i].geometry)
-            assert alone.shape == batched.shape, key
-            np.testing.assert_allclose(batched, alone, rtol=1e-4, atol=1e-4 * float(np.abs(alone).max()))
+    images = [
+        InputImage(f"im{i}", Path(f"im{i}.png"), rng.integers(0, 255, hw, dtype=np.uint8), str(i))
+        for i, hw in enumerate([(90, 160, 3), (160, 70, 3)])
+    ]
+    batched = source.features(images)
+    singles = [source.features([im])[0] for im in images]
+    assert source.forward_passes == 3
+    assert batched[0].geometry.input_hw == batched[1].geometry.input_hw == (160, 160)
+    assert singles[0].geometry.input_hw == (96, 160)  # alone, the wide image is padded less
+    for one, many in zip(singles, batched, strict=True):
+        for key, maps in one.features.items():
+            alone = crop_valid(maps, one.geometry)
+            together = crop_valid(many.features[key], many.geometry)
+            assert alone.shape == together.shape, key
+            np.testing.assert_allclose(together, alone, rtol=1e-4, atol=1e-4 * float(np.abs(alone).max()))
 
 
 @pytest.mark.slow

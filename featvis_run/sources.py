@@ -1,0 +1,131 @@
+"""Where feature maps come from: the activation cache, or a lazily built detector with its recorder attached."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from featvis_run.cache import ActivationCache, ImageFeatures
+from featvis_run.features import extract_levels
+from featvis_run.results import ModelRecord
+from featvis_run.runner import Timer
+from featvis_run.schema import ModelConfig, RecorderConfig
+
+__all__ = ["FeatureSource", "InputImage"]
+
+
+@dataclass(frozen=True)
+class InputImage:
+    """A decoded input image with its output folder name and the sha256 of its file (part of the cache key)."""
+
+    image_id: str
+    path: Path
+    array: np.ndarray
+    sha256: str
+
+
+class FeatureSource:
+    """Feature maps of images for one model and recorder: from the cache when possible, else from the model.
+
+    The model is planned (config resolved, checkpoint hashed) up front but only built on the first cache miss, so a
+    job whose images are all cached never builds it. :attr:`forward_passes` counts model calls (batches).
+    """
+
+    def __init__(self, mc: ModelConfig, recorder: RecorderConfig, cache: ActivationCache, timer: Timer):
+        from featvis_run.mmdet_adapter import plan_model
+
+        self.plan = plan_model(mc)
+        self.recorders, self.mappings = recorder.parsed()
+        self.spec = {
+            "recorders": {k: asdict(v) for k, v in self.recorders.items()},
+            "mappings": {k: asdict(v) for k, v in self.mappings.items()},
+        }
+        self.cache, self.timer = cache, timer
+        self.forward_passes = 0
+        self.classes: tuple[str, ...] = ()
+        self._det: Any = None
+
+    @property
+    def name(self) -> str:
+        return self.plan.config.name
+
+    @property
+    def random_init(self) -> bool:
+        return self.plan.checkpoint_path is None
+
+    def detector(self) -> Any:
+        """The built detector (built, or reused from earlier in this process, on first use)."""
+        if self._det is None:
+            from featvis_run.mmdet_adapter import load_detector
+
+            started = time.perf_counter()
+            self._det = load_detector(self.plan)
+            self.timer.add("model_load", started)
+        return self._det
+
+    def features(self, images: Sequence[InputImage]) -> list[ImageFeatures]:
+        """Each image's maps, detections and geometry; cache misses run through the model as one batch."""
+        started = time.perf_counter()
+        keys = [self.cache.key(self.plan.identity, im.sha256, self.spec) for im in images]
+        found: list[ImageFeatures | None] = [self.cache.get(k) for k in keys]
+        self.timer.add("cache_read", started)
+        missing = [i for i, item in enumerate(found) if item is None]
+        if missing:
+            computed = self._forward([images[i].array for i in missing])
+            started = time.perf_counter()
+            for i, item in zip(missing, computed, strict=True):
+                found[i] = item
+                self.cache.put(keys[i], item)
+            self.timer.add("cache_write", started)
+        items = [f for f in found if f is not None]
+        if items:
+            self.classes = items[0].detections.class_names
+        return items
+
+    def _forward(self, arrays: Sequence[np.ndarray]) -> list[ImageFeatures]:
+        from featvis_run.mmdet_adapter import run_batch
+        from featvis_run.recorder import FeatureRecorder
+
+        det = self.detector()
+        recorder = FeatureRecorder(det.model, self.recorders)
+        started = time.perf_counter()
+        with recorder:
+            results = run_batch(det, arrays)
+        self.forward_passes += 1
+        self.timer.add("forward", started)
+        levels = extract_levels(recorder.records, self.recorders, self.mappings, batch=len(arrays))
+        return [
+            ImageFeatures(r.geometry, r.detections, {key: maps[i] for key, maps in levels.items()})
+            for i, r in enumerate(results)
+        ]
+
+    def model_record(self) -> ModelRecord:
+        """The manifest's description of the model (key-match counts only when it was built in this job)."""
+        plan, mc, det = self.plan, self.plan.config, self._det
+        ck = det.checkpoint if det is not None else None
+        return ModelRecord(
+            name=mc.name,
+            mmdet_config=str(plan.config_path),
+            checkpoint=str(plan.checkpoint_path) if plan.checkpoint_path else None,
+            sha256=plan.checkpoint_sha256,
+            seed=mc.seed if self.random_init else None,
+            device=mc.device,
+            num_classes=len(det.classes if det is not None else self.classes),
+            matched_keys=ck.matched_keys if ck else None,
+            missing_keys=ck.missing_keys if ck else None,
+            unexpected_keys=ck.unexpected_keys if ck else None,
+        )
+
+    def random_init_note(self) -> str | None:
+        """The loud warning for a model without a checkpoint, or None."""
+        if not self.random_init:
+            return None
+        return (
+            f"RANDOM INIT: {self.name} has no checkpoint (model.checkpoint=null), weights are random (seed "
+            f"{self.plan.config.seed}); maps show an untrained network. Pass model.checkpoint=/path/to/weights.pth"
+        )
