@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import nullcontext
@@ -42,6 +43,7 @@ def cache_summary(cache: ActivationCache, sources: Sequence[FeatureSource]) -> d
     """Manifest fields: whether the run was served from the cache, model calls made, cache counters and size."""
     passes = sum(s.forward_passes for s in sources)
     return {
+        "pid": os.getpid(),
         "cache_hit": cache.enabled and passes == 0 and cache.stats.hits > 0,
         "forward_passes": passes,
         "cache": {

@@ -3,6 +3,7 @@
 import json
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -13,7 +14,9 @@ pytestmark = pytest.mark.slow
 
 
 def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([console_script(), *args], capture_output=True, text=True, timeout=600, cwd=cwd, env=None)
+    """Run the installed console script; by default in a fresh folder, so its outputs/ and cache are its own."""
+    cwd = cwd or Path(tempfile.mkdtemp(prefix="featvis-cli-"))
+    return subprocess.run([console_script(), *args], capture_output=True, text=True, timeout=900, cwd=cwd)
 
 
 def manifest(out: Path) -> dict:
