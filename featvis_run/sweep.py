@@ -11,6 +11,7 @@ import csv
 import html
 import io
 import json
+import os
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -175,6 +176,7 @@ def write_summary(sweep_dir: Path, print_table: bool = True) -> list[JobRow]:
     rows = build_summary(sweep_dir)
     payload = {
         "sweep_dir": str(sweep_dir),
+        "summary_pid": os.getpid(),
         "jobs": len(rows),
         "failed": sum(r.status != "ok" for r in rows),
         "forward_passes": sum(r.forward_passes for r in rows),

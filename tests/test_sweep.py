@@ -1,0 +1,74 @@
+"""Sweeps through the real console script: one forward pass, job folders, summary files, gallery, launchers."""
+
+import csv
+import json
+
+import pytest
+
+from .test_cli import run_cli
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture()
+def sweep_args(scene_image, tiny_config, tmp_path):
+    return [
+        "-m",
+        f"image={scene_image}",
+        f"model.mmdet_config={tiny_config}",
+        f"cache.dir={tmp_path / 'cache'}",
+        f"hydra.sweep.dir={tmp_path / 'sweep'}",
+    ]
+
+
+def test_in_process_sweep_runs_the_model_once_and_writes_a_summary(sweep_args, tmp_path):
+    proc = run_cli(*sweep_args, "reducer=select_max,none", "topk=2,4")
+    assert proc.returncode == 0, proc.stderr
+    sweep = tmp_path / "sweep"
+    jobs = [
+        "0_reducer=select_max,topk=2",
+        "1_reducer=select_max,topk=4",
+        "2_reducer=none,topk=2",
+        "3_reducer=none,topk=4",
+    ]
+    assert sorted(p.name for p in sweep.iterdir() if p.is_dir()) == jobs
+    summary = json.loads((sweep / "summary.json").read_text())
+    assert summary["jobs"] == 4 and summary["failed"] == 0 and summary["forward_passes"] == 1
+    assert summary["swept"] == ["reducer", "topk"]
+    rows = summary["rows"]
+    assert [r["cache_hit"] for r in rows] == [False, True, True, True]
+    assert [r["forward_passes"] for r in rows] == [1, 0, 0, 0]
+    assert rows[3]["overrides"]["reducer"] == "none" and rows[3]["outputs"] == 5
+    with open(sweep / "summary.csv") as fh:
+        table = list(csv.DictReader(fh))
+    assert [t["job"] for t in table] == jobs and table[0]["status"] == "ok"
+    gallery = (sweep / "index.html").read_text()
+    assert gallery.count("<img ") == 20 and "3_reducer=none,topk=4/scene/neck/p7.png" in gallery
+    assert "<th>reducer=none</th>" in gallery and "<th>topk=4</th>" in gallery
+    assert (sweep / "3_reducer=none,topk=4/scene/neck/p7.png").exists()
+    assert "sweep: 4 jobs, 1 forward passes" in proc.stdout
+
+
+def test_a_failing_job_is_listed_and_the_others_finish(sweep_args, tmp_path):
+    proc = run_cli(*sweep_args, "output.alpha=0.4,1.5")
+    assert proc.returncode == 1
+    summary = json.loads((tmp_path / "sweep" / "summary.json").read_text())
+    statuses = {r["overrides"]["output.alpha"]: (r["status"], r["error"]) for r in summary["rows"]}
+    assert statuses["0.4"] == ("ok", None)
+    assert statuses["1.5"][0] == "error" and "output.alpha=1.5" in statuses["1.5"][1]
+    assert "error" in (tmp_path / "sweep" / "index.html").read_text()
+
+
+def test_joblib_jobs_run_in_other_processes_and_share_the_cache(sweep_args, scene_image, tiny_config, tmp_path):
+    warm = run_cli(f"image={scene_image}", f"model.mmdet_config={tiny_config}", f"cache.dir={tmp_path / 'cache'}")
+    assert warm.returncode == 0, warm.stderr
+    proc = run_cli(*sweep_args, "hydra/launcher=parallel", "reducer=select_max,squeeze_mean,pixel_wise_max")
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads((tmp_path / "sweep" / "summary.json").read_text())
+    assert summary["jobs"] == 3 and summary["failed"] == 0
+    assert summary["forward_passes"] == 0  # every job read the features the first run cached
+    pids = set()
+    for row in summary["rows"]:
+        manifest = json.loads((tmp_path / "sweep" / row["job"] / "manifest.json").read_text())
+        pids.add(manifest["pid"])
+    assert summary["summary_pid"] not in pids  # the jobs ran in joblib's worker processes
