@@ -57,8 +57,8 @@ def _overrides(job_dir: Path) -> dict[str, str]:
 def _read_job(job_dir: Path, sweep_dir: Path) -> JobRow:
     overrides = _overrides(job_dir)
     name = job_dir.relative_to(sweep_dir).as_posix()
-    manifests = sorted(job_dir.glob("manifest*.json"))
-    if manifests:
+    manifests = sorted(job_dir.glob("manifest*.json"), key=lambda p: p.stat().st_mtime_ns)
+    if manifests:  # the newest, if the folder was reused
         m = json.loads(manifests[-1].read_text())
         files = [f"{name}/{o['file']}" for o in m["outputs"]]
         reasons = "; ".join(f"{f['item']}: {f['reason']}" for f in m["failures"]) or None
