@@ -95,3 +95,28 @@ def test_levels_pair_by_mapping_name_not_order(scene_image, tmp_path, tiny_confi
     )
     assert proc.returncode == 2
     assert "pairs levels by mapping name" in proc.stderr and "c2" in proc.stderr
+
+
+def test_diff_over_a_list_of_images_with_topk_grids(scene_image, tmp_path, tiny_config):
+    other = tmp_path / "other.png"
+    cv2.imwrite(str(other), cv2.imread(str(scene_image))[:, ::-1][:200])
+    out = tmp_path / "many"
+    proc = run_cli(
+        "experiment=diff",
+        f"images=[{scene_image},{other}]",
+        f"model_a.mmdet_config={tiny_config}",
+        f"model_b.mmdet_config={tiny_config}",
+        "model_b.seed=7",
+        "reducer=none",
+        "topk=4",
+        "experiment.diff_mode=relative",
+        f"output.dir={out}",
+    )
+    assert proc.returncode == 0, proc.stderr
+    m = manifest(out)
+    assert {c["image"] for c in m["comparisons"]} == {"scene", "other"} and len(m["comparisons"]) == 10
+    for o in m["outputs"]:
+        assert len(o["channels"]) == 4 and 0.0 <= o["stats"]["min"] and o["stats"]["max"] <= 1.0
+    # different seeds, different features (levels with a handful of positions make linear CKA degenerate)
+    assert all(c["cka"] < 0.99 for c in m["comparisons"] if c["shape_a"][1] * c["shape_a"][2] >= 16)
+    assert (out / "other/panel/p3.png").exists()
