@@ -47,7 +47,7 @@ CHECKPOINT_B ?=
 MODEL_ARGS = $(if $(MODEL),model=$(MODEL),) $(if $(CHECKPOINT),model.checkpoint=$(CHECKPOINT),)
 INPUT_ARGS = $(if $(IMAGES),experiment=multi_image images=$(IMAGES),)
 REDUCERS := pixel_wise_max,squeeze_mean,select_max,none
-.PHONY: report-fpn report-backbone report-topk report-diff report-sweep bench clean-cache
+.PHONY: report-fpn report-backbone report-topk report-diff report-sweep bench clean-cache demo-model
 
 report-fpn: ## Every FPN level with the four reducers (MODEL=, CHECKPOINT=, IMAGES=)
 	$(FEATVIS) -m $(MODEL_ARGS) $(INPUT_ARGS) recorder=fpn reducer=$(REDUCERS) topk=8 hydra.sweep.dir=$(REPORTS)/fpn/$(STAMP)
@@ -73,6 +73,9 @@ report-sweep: ## The 8-job sweep (4 reducers x topk 4, 8) with its gallery
 
 bench: ## Benchmark: cached sweep vs cold runs, rendering vs MMEngine (writes benchmarks/RESULTS.md)
 	$(BIN)/python scripts/bench.py --out benchmarks/RESULTS.md
+
+demo-model: ## Retrain the shipped demo model from scratch (~16 min on 2 CPU cores; writes featvis_run/assets/)
+	$(BIN)/python scripts/train_demo_model.py --threads 2
 
 clean-cache: ## Delete the activation cache (outputs/cache)
 	rm -rf outputs/cache

@@ -171,7 +171,8 @@ def run_diff(cfg: Config, out_dir: Path, resolved: dict[str, Any]) -> RunResult:
             )
         timer.add("render", started)
         g = item_a.geometry
-        images.append(ImageRecord(str(im.path), g.ori_hw, g.input_hw, len(item_a.detections.boxes)))
+        shown = item_a.detections.above(settings.pred_score_thr)
+        images.append(ImageRecord(str(im.path), g.ori_hw, g.input_hw, len(shown.boxes)))
     notes = [n for n in (source_a.random_init_note(), source_b.random_init_note()) if n]
     notes += sorted({c["note"] for c in comparisons if c["note"]})
     result = RunResult(

@@ -144,7 +144,8 @@ class _ImageRun:
                     key = LevelKey(record.layer, record.level)
                     self.thumbs.setdefault(key, []).append((im.image_id, _thumbnail(picture, self.thumb_height)))
             g = item.geometry
-            self.images.append(ImageRecord(str(im.path), g.ori_hw, g.input_hw, len(item.detections.boxes)))
+            shown = item.detections.above(self.settings.pred_score_thr)
+            self.images.append(ImageRecord(str(im.path), g.ori_hw, g.input_hw, len(shown.boxes)))
         self.source.timer.add("render", started)
 
 

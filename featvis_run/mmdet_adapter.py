@@ -264,6 +264,7 @@ def plan_model(mc: ModelConfig) -> ModelPlan:
 
     _check_device(mc.device)
     config_path = resolve_mmdet_config(mc.mmdet_config)
+    _check_packaged_pair(mc)
     ckpt_path = resolve_package_path(mc.checkpoint) if mc.checkpoint else None
     if ckpt_path is not None and not ckpt_path.is_file():
         raise ModelError(f"model.checkpoint={mc.checkpoint!r}: no such file; give the path of a local .pth checkpoint")
@@ -285,6 +286,16 @@ def plan_model(mc: ModelConfig) -> ModelPlan:
         }
     )
     return ModelPlan(mc, cfg, config_path, ckpt_path, sha, identity)
+
+
+def _check_packaged_pair(mc: ModelConfig) -> None:
+    """The shipped demo weights only fit the shipped demo config: catch ``model.mmdet_config=x`` left on them."""
+    if mc.checkpoint and mc.checkpoint.startswith("pkg://") and not mc.mmdet_config.startswith("pkg://"):
+        raise ModelError(
+            f"model.checkpoint={mc.checkpoint!r} holds the shipped demo model's weights, which do not fit "
+            f"model.mmdet_config={mc.mmdet_config!r}; choose the model group first (e.g. model=retinanet_r50 "
+            f"model.mmdet_config={mc.mmdet_config}), or set model.checkpoint=null (random init) or a path to yours"
+        )
 
 
 _BUILT: OrderedDict[str, Detector] = OrderedDict()

@@ -32,7 +32,7 @@ class ImageRecord:
     path: str
     size_hw: tuple[int, int]
     input_hw: tuple[int, int]
-    detections: int
+    detections: int  # the detector's boxes scoring at least output.pred_score_thr (those drawn)
 
 
 @dataclass(frozen=True)

@@ -85,7 +85,12 @@ def test_concurrent_writers_never_leave_torn_entries(tmp_path):
 
 @pytest.mark.slow
 def test_second_run_with_other_drawing_options_hits_the_cache(scene_image, tmp_path, tiny_config):
-    common = [f"image={scene_image}", f"model.mmdet_config={tiny_config}", f"cache.dir={tmp_path / 'cache'}"]
+    common = [
+        f"image={scene_image}",
+        "model=retinanet_r50",
+        f"model.mmdet_config={tiny_config}",
+        f"cache.dir={tmp_path / 'cache'}",
+    ]
     first = run_cli(*common, f"output.dir={tmp_path / 'a'}")
     second = run_cli(*common, "reducer=none", "topk=4", "use_norm=true", f"output.dir={tmp_path / 'b'}")
     assert first.returncode == 0 and second.returncode == 0, second.stderr

@@ -30,6 +30,22 @@ def test_help_does_not_import_torch():
     assert proc.returncode == 0 and "model: " in proc.stdout and "reducer: " in proc.stdout
 
 
+def test_default_run_is_the_shipped_demo_model_on_the_demo_scene(tmp_path):
+    out = tmp_path / "run"
+    proc = run_cli(f"output.dir={out}")  # no model, no image, no checkpoint: everything comes from the package
+    assert proc.returncode == 0, proc.stderr
+    files = sorted(p.relative_to(out).as_posix() for p in out.rglob("*.png"))
+    assert files == [f"demo_scene/neck/p{i}.png" for i in range(3, 8)]
+    m = manifest(out)
+    model = m["models"][0]
+    assert model["name"] == "demo_shapes" and model["weights"] != "random init"
+    assert model["checkpoint"].endswith("assets/demo_shapes.pth") and len(model["sha256"]) == 64
+    assert m["images"][0]["path"].endswith("assets/demo_scene.png") and m["images"][0]["size_hw"] == [480, 640]
+    # the demo scene holds 10 objects; the trained detector finds them (boxes drawn at score >= 0.3)
+    assert 10 <= m["images"][0]["detections"] <= 14, m["images"][0]
+    assert "RANDOM INIT" not in proc.stdout
+
+
 def test_real_retinanet_r50_random_init_writes_every_fpn_level(scene_image, tmp_path):
     out = tmp_path / "run"
     proc = run_cli(
@@ -63,6 +79,7 @@ def test_topk_grid_backbone_heatmaps_with_checkpoint(scene_image, tmp_path, tiny
     out = tmp_path / "grid"
     proc = run_cli(
         f"image={scene_image}",
+        "model=retinanet_r50",
         f"model.mmdet_config={tiny_config}",
         f"model.checkpoint={tiny_checkpoint}",
         "recorder=backbone",
@@ -85,7 +102,13 @@ def test_topk_grid_backbone_heatmaps_with_checkpoint(scene_image, tmp_path, tiny
 
 def test_never_overwrites_and_use_norm(scene_image, tmp_path, tiny_config):
     out = tmp_path / "same"
-    args = (f"image={scene_image}", f"model.mmdet_config={tiny_config}", "use_norm=true", f"output.dir={out}")
+    args = (
+        f"image={scene_image}",
+        "model=retinanet_r50",
+        f"model.mmdet_config={tiny_config}",
+        "use_norm=true",
+        f"output.dir={out}",
+    )
     assert run_cli(*args).returncode == 0
     assert run_cli(*args, "reducer=select_max").returncode == 0
     assert (out / "scene/neck/p3.png").exists() and (out / "scene/neck/p3-1.png").exists()
@@ -96,7 +119,13 @@ def test_never_overwrites_and_use_norm(scene_image, tmp_path, tiny_config):
 
 def test_layers_mode_lists_modules_with_shapes(scene_image, tmp_path, tiny_config):
     out = tmp_path / "layers"
-    proc = run_cli(f"image={scene_image}", f"model.mmdet_config={tiny_config}", "mode=layers", f"output.dir={out}")
+    proc = run_cli(
+        f"image={scene_image}",
+        "model=retinanet_r50",
+        f"model.mmdet_config={tiny_config}",
+        "mode=layers",
+        f"output.dir={out}",
+    )
     assert proc.returncode == 0, proc.stderr
     layers = {entry["name"]: entry for entry in json.loads((out / "layers.json").read_text())}
     assert layers["neck"]["shapes"][0][1] == 16 and len(layers["neck"]["shapes"]) == 5
@@ -107,6 +136,7 @@ def test_recording_a_method_and_module_inputs(scene_image, tmp_path, tiny_config
     out = tmp_path / "method"
     proc = run_cli(
         f"image={scene_image}",
+        "model=retinanet_r50",
         f"model.mmdet_config={tiny_config}",
         "recorder.recorders={}",
         "recorder.mappings={}",

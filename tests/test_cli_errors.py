@@ -22,7 +22,12 @@ def assert_user_error(proc, *fragments):
 
 @pytest.fixture()
 def base_args(scene_image, tiny_config, tmp_path):
-    return [f"image={scene_image}", f"model.mmdet_config={tiny_config}", f"output.dir={tmp_path / 'out'}"]
+    return [
+        f"image={scene_image}",
+        "model=retinanet_r50",
+        f"model.mmdet_config={tiny_config}",
+        f"output.dir={tmp_path / 'out'}",
+    ]
 
 
 def test_missing_image(base_args, tmp_path):
@@ -87,3 +92,8 @@ def test_hydra_type_errors_keep_hydras_message(base_args):
     assert proc.returncode == 1 and "output.alpha" in proc.stderr and "abc" in proc.stderr
     proc = run_cli(*base_args, "output.alhpa=0.3")
     assert proc.returncode == 1 and "alhpa" in proc.stderr
+
+
+def test_demo_weights_left_on_another_config(scene_image, tiny_config, tmp_path):
+    proc = run_cli(f"image={scene_image}", f"model.mmdet_config={tiny_config}", f"output.dir={tmp_path / 'out'}")
+    assert_user_error(proc, "model.checkpoint='pkg://featvis_run/assets/demo_shapes.pth'", "model=retinanet_r50")

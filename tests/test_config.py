@@ -40,7 +40,7 @@ def test_every_group_option_composes_to_typed_config(group, option):
 
 def test_defaults():
     cfg = _compose()
-    assert cfg.model.name == "retinanet_r50" and cfg.recorder.name == "fpn"
+    assert cfg.model.name == "demo_shapes" and cfg.recorder.name == "fpn" and cfg.model.checkpoint.startswith("pkg://")
     assert cfg.reducer.name is ReducerName.squeeze_mean and cfg.output.overlaid and cfg.output.alpha == 0.5
     recorders, mappings = cfg.recorder.parsed()
     assert recorders["neck"].type is RecorderType.module_outputs and recorders["neck"].source == "neck"

@@ -89,7 +89,7 @@ def test_folder_run_survives_a_corrupt_file_and_keeps_duplicate_stems_apart(imag
         "experiment=multi_image",
         f"images={image_folder}",
         "images.batch_size=2",
-        f"model.mmdet_config={tiny_config}",
+        "model=retinanet_r50", f"model.mmdet_config={tiny_config}",
         f"output.dir={out}",
     )
     assert proc.returncode == 1, proc.stderr  # one failure -> non-zero, after everything else was drawn
@@ -115,7 +115,7 @@ def test_list_of_images_with_limit_and_shard(image_folder, tmp_path, tiny_config
         f"images=[{image_folder / 'a.png'},{image_folder / 'b.jpg'},{image_folder / 'sub/b.jpg'}]",
         "images.limit=2",
         "images.shard=1/2",
-        f"model.mmdet_config={tiny_config}",
+        "model=retinanet_r50", f"model.mmdet_config={tiny_config}",
         f"output.dir={out}",
         "experiment.contact_sheet=false",
     )

@@ -15,6 +15,7 @@ def sweep_args(scene_image, tiny_config, tmp_path):
     return [
         "-m",
         f"image={scene_image}",
+        "model=retinanet_r50",
         f"model.mmdet_config={tiny_config}",
         f"cache.dir={tmp_path / 'cache'}",
         f"hydra.sweep.dir={tmp_path / 'sweep'}",
@@ -25,11 +26,12 @@ def test_in_process_sweep_runs_the_model_once_and_writes_a_summary(sweep_args, t
     proc = run_cli(*sweep_args, "reducer=select_max,none", "topk=2,4")
     assert proc.returncode == 0, proc.stderr
     sweep = tmp_path / "sweep"
+    # the one-valued model=retinanet_r50 is part of the folder names (a model choice is not noise), not a swept key
     jobs = [
-        "0_reducer=select_max,topk=2",
-        "1_reducer=select_max,topk=4",
-        "2_reducer=none,topk=2",
-        "3_reducer=none,topk=4",
+        "0_model=retinanet_r50,reducer=select_max,topk=2",
+        "1_model=retinanet_r50,reducer=select_max,topk=4",
+        "2_model=retinanet_r50,reducer=none,topk=2",
+        "3_model=retinanet_r50,reducer=none,topk=4",
     ]
     assert sorted(p.name for p in sweep.iterdir() if p.is_dir()) == jobs
     summary = json.loads((sweep / "summary.json").read_text())
@@ -43,9 +45,9 @@ def test_in_process_sweep_runs_the_model_once_and_writes_a_summary(sweep_args, t
         table = list(csv.DictReader(fh))
     assert [t["job"] for t in table] == jobs and table[0]["status"] == "ok"
     gallery = (sweep / "index.html").read_text()
-    assert gallery.count("<img ") == 20 and "3_reducer=none,topk=4/scene/neck/p7.png" in gallery
+    assert gallery.count("<img ") == 20 and "3_model=retinanet_r50,reducer=none,topk=4/scene/neck/p7.png" in gallery
     assert "<th>reducer=none</th>" in gallery and "<th>topk=4</th>" in gallery
-    assert (sweep / "3_reducer=none,topk=4/scene/neck/p7.png").exists()
+    assert (sweep / "3_model=retinanet_r50,reducer=none,topk=4/scene/neck/p7.png").exists()
     assert "sweep: 4 jobs, 1 forward passes" in proc.stdout
 
 
@@ -60,7 +62,12 @@ def test_a_failing_job_is_listed_and_the_others_finish(sweep_args, tmp_path):
 
 
 def test_joblib_jobs_run_in_other_processes_and_share_the_cache(sweep_args, scene_image, tiny_config, tmp_path):
-    warm = run_cli(f"image={scene_image}", f"model.mmdet_config={tiny_config}", f"cache.dir={tmp_path / 'cache'}")
+    warm = run_cli(
+        f"image={scene_image}",
+        "model=retinanet_r50",
+        f"model.mmdet_config={tiny_config}",
+        f"cache.dir={tmp_path / 'cache'}",
+    )
     assert warm.returncode == 0, warm.stderr
     proc = run_cli(*sweep_args, "hydra/launcher=parallel", "reducer=select_max,squeeze_mean,pixel_wise_max")
     assert proc.returncode == 0, proc.stderr

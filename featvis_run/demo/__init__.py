@@ -9,14 +9,14 @@ from pathlib import Path
 from .shapes import CLASSES, Scene, make_demo_scene, make_scene, write_coco_dataset, write_demo_scene
 
 __all__ = [
-    'CLASSES',
-    'DEMO_CONFIG',
-    'Scene',
-    'make_demo_scene',
-    'make_scene',
-    'write_coco_dataset',
-    'write_demo_scene',
+    "CLASSES",
+    "DEMO_CONFIG",
+    "Scene",
+    "make_demo_scene",
+    "make_scene",
+    "write_coco_dataset",
+    "write_demo_scene",
 ]
 
 #: Path of the demo model's mmdet config file.
-DEMO_CONFIG = Path(__file__).with_name('demo_shapes_config.py')
+DEMO_CONFIG = Path(__file__).with_name("demo_shapes_config.py")

@@ -4,8 +4,8 @@ Everything here is numpy + OpenCV only (no torch), so the generator is cheap to 
 from the CLI. A scene is fully determined by its integer seed and size: the same arguments always give
 byte-identical images and annotations.
 
-Object sizes are drawn log-uniformly from ~12 px up to ~90 % of the short image side, so that every
-FPN level of a RetinaNet (strides 8..128) gets objects of its scale. Objects may partially occlude each
+Object sizes are drawn log-uniformly from ~12 px up to ~90 % of the short image side (or a given maximum),
+so that every FPN level of a RetinaNet (strides 8..128) gets objects of its scale. Objects may partially occlude each
 other (later objects are drawn on top); placements that would hide too much of an earlier object are
 rejected, and the annotated box of every object is the tight box of its *visible* pixels.
 """
@@ -21,19 +21,19 @@ import cv2
 import numpy as np
 
 __all__ = [
-    'CLASSES',
-    'DEMO_SCENE_OBJECTS',
-    'DEMO_SCENE_SEED',
-    'DEMO_SCENE_SIZE',
-    'Scene',
-    'make_demo_scene',
-    'make_scene',
-    'scene_seeds',
-    'write_coco_dataset',
-    'write_demo_scene',
+    "CLASSES",
+    "DEMO_SCENE_OBJECTS",
+    "DEMO_SCENE_SEED",
+    "DEMO_SCENE_SIZE",
+    "Scene",
+    "make_demo_scene",
+    "make_scene",
+    "scene_seeds",
+    "write_coco_dataset",
+    "write_demo_scene",
 ]
 
-CLASSES: tuple[str, ...] = ('circle', 'square', 'triangle')
+CLASSES: tuple[str, ...] = ("circle", "square", "triangle")
 
 #: Smallest object extent (px) drawn by :func:`make_scene`.
 MIN_OBJECT_SIZE = 12
@@ -45,19 +45,20 @@ DROP_VISIBLE_FRACTION = 0.5
 
 #: Fixed seed, size (H, W) and object layout of the packaged demo scene (``assets/demo_scene.png``).
 DEMO_SCENE_SEED = 2024
-DEMO_SCENE_SIZE = (360, 480)
-#: (class name, size px, centre x, centre y) of the demo scene's objects: one or two per FPN level,
-#: from ~16 px (P3, stride 8) up to ~250 px (P7, stride 128).
+DEMO_SCENE_SIZE = (480, 640)
+#: (class name, size px, centre x, centre y) of the demo scene's objects: one to three per FPN level of the
+#: demo RetinaNet, from ~20 px (P3, stride 8) up to 300 px (P7, stride 128), with background in between.
 DEMO_SCENE_OBJECTS: tuple[tuple[str, int, int, int], ...] = (
-    ('circle', 250, 138, 200),
-    ('square', 150, 385, 92),
-    ('triangle', 84, 330, 240),
-    ('circle', 72, 425, 300),
-    ('square', 40, 440, 205),
-    ('triangle', 44, 300, 330),
-    ('circle', 20, 360, 322),
-    ('square', 18, 28, 28),
-    ('triangle', 24, 262, 30),
+    ("circle", 300, 180, 300),
+    ("square", 160, 540, 380),
+    ("triangle", 90, 470, 100),
+    ("circle", 76, 590, 230),
+    ("square", 40, 400, 270),
+    ("triangle", 48, 330, 60),
+    ("circle", 36, 200, 60),
+    ("circle", 20, 400, 420),
+    ("square", 20, 80, 60),
+    ("triangle", 24, 610, 30),
 )
 
 
@@ -97,9 +98,9 @@ def _readonly(a: np.ndarray) -> np.ndarray:
 
 def _random_colour(rng: np.random.Generator) -> np.ndarray:
     """A random BGR colour (float32, 0..255) from HSV with moderate-to-high saturation and value."""
-    hsv = np.array(
-        [[[rng.uniform(0, 180), rng.uniform(90, 255), rng.uniform(80, 255)]]], dtype=np.float32
-    ).astype(np.uint8)
+    hsv = np.array([[[rng.uniform(0, 180), rng.uniform(90, 255), rng.uniform(80, 255)]]], dtype=np.float32).astype(
+        np.uint8
+    )
     return cv2.cvtColor(hsv, cv2.COLOR_HSV2BGR)[0, 0].astype(np.float32)
 
 
@@ -133,17 +134,23 @@ def _background(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
     return img
 
 
-def _shape_mask(label: int, size: float, cx: float, cy: float, rng: np.random.Generator,
-                h: int, w: int) -> np.ndarray:
+def _shape_mask(label: int, size: float, cx: float, cy: float, rng: np.random.Generator, h: int, w: int) -> np.ndarray:
     """Boolean mask of one shape whose (unclipped) extent is about ``size`` px, centred at (cx, cy)."""
     mask = np.zeros((h, w), np.uint8)
     shift = 4  # sub-pixel precision for cv2 drawing
     scale = 1 << shift
-    if CLASSES[label] == 'circle':
-        cv2.circle(mask, (round(cx * scale), round(cy * scale)), round(size / 2 * scale), 1, -1,
-                   lineType=cv2.LINE_8, shift=shift)
+    if CLASSES[label] == "circle":
+        cv2.circle(
+            mask,
+            (round(cx * scale), round(cy * scale)),
+            round(size / 2 * scale),
+            1,
+            -1,
+            lineType=cv2.LINE_8,
+            shift=shift,
+        )
     else:
-        if CLASSES[label] == 'square':
+        if CLASSES[label] == "square":
             theta = rng.uniform(0, np.pi / 2)
             side = size / (abs(np.cos(theta)) + abs(np.sin(theta)))
             angles = theta + np.array([0.25, 0.75, 1.25, 1.75]) * np.pi
@@ -173,15 +180,16 @@ def _paint_object(img: np.ndarray, mask: np.ndarray, rng: np.random.Generator) -
     hh, ww = y1 - y0, x1 - x0
     yy, xx = np.mgrid[0:hh, 0:ww].astype(np.float32)
     angle = rng.uniform(0, 2 * np.pi)
-    ramp = (np.cos(angle) * (xx / max(ww, 1) - 0.5) + np.sin(angle) * (yy / max(hh, 1) - 0.5))
+    ramp = np.cos(angle) * (xx / max(ww, 1) - 0.5) + np.sin(angle) * (yy / max(hh, 1) - 0.5)
     shade = 1.0 + rng.uniform(0.0, 0.35) * ramp[..., None]  # soft shading across the object
     patch = colour * shade
     if rng.random() < 0.3:  # fine speckle texture on the object itself
         patch = patch + rng.normal(0.0, rng.uniform(4, 14), size=patch.shape).astype(np.float32)
     sub = mask[y0:y1, x0:x1]
     if rng.random() < 0.35 and min(hh, ww) >= 10:  # darker/lighter outline band
-        inner = cv2.erode(sub.astype(np.uint8), np.ones((3, 3), np.uint8),
-                          iterations=int(rng.integers(1, 3))).astype(bool)
+        inner = cv2.erode(sub.astype(np.uint8), np.ones((3, 3), np.uint8), iterations=int(rng.integers(1, 3))).astype(
+            bool
+        )
         patch[sub & ~inner] *= rng.uniform(0.4, 1.4)
     region = img[y0:y1, x0:x1]
     region[sub] = patch[sub]
@@ -196,9 +204,13 @@ def _tight_box(mask: np.ndarray) -> tuple[float, float, float, float]:
 # scenes
 
 
-def _render(rng: np.random.Generator, size: tuple[int, int],
-            plan: Sequence[tuple[int, float, float | None, float | None]], seed: int,
-            max_tries: int = 30) -> Scene:
+def _render(
+    rng: np.random.Generator,
+    size: tuple[int, int],
+    plan: Sequence[tuple[int, float, float | None, float | None]],
+    seed: int,
+    max_tries: int = 30,
+) -> Scene:
     """Render a scene from a plan of ``(label, size, cx, cy)`` (``None`` centre = random placement)."""
     h, w = size
     img = _background(rng, h, w)
@@ -249,8 +261,14 @@ def _render(rng: np.random.Generator, size: tuple[int, int],
     )
 
 
-def make_scene(seed: int, size: tuple[int, int] = (320, 320), *, max_objects: int = 8,
-               min_size: int = MIN_OBJECT_SIZE, max_size: int | None = None) -> Scene:
+def make_scene(
+    seed: int,
+    size: tuple[int, int] = (320, 320),
+    *,
+    max_objects: int = 8,
+    min_size: int = MIN_OBJECT_SIZE,
+    max_size: int | None = None,
+) -> Scene:
     """Generate one random scene, fully determined by ``seed`` and the other arguments.
 
     Args:
@@ -269,7 +287,7 @@ def make_scene(seed: int, size: tuple[int, int] = (320, 320), *, max_objects: in
     n = int(rng.integers(1, max_objects + 1))
     sizes = np.exp(rng.uniform(np.log(min_size), np.log(max_size), n))
     labels = rng.integers(0, len(CLASSES), n)
-    order = np.argsort(-sizes, kind='stable')  # large first: small objects end up on top
+    order = np.argsort(-sizes, kind="stable")  # large first: small objects end up on top
     plan = [(int(labels[i]), float(sizes[i]), None, None) for i in order]
     return _render(rng, (h, w), plan, seed)
 
@@ -287,26 +305,27 @@ def scene_seeds(seed: int, num_images: int) -> list[int]:
 
 
 def _encode_png(image: np.ndarray) -> bytes:
-    ok, buf = cv2.imencode('.png', image, [cv2.IMWRITE_PNG_COMPRESSION, 3])
+    ok, buf = cv2.imencode(".png", image, [cv2.IMWRITE_PNG_COMPRESSION, 3])
     if not ok:
-        raise RuntimeError('PNG encoding failed')
+        raise RuntimeError("PNG encoding failed")
     return buf.tobytes()
 
 
 def _annotation(ann_id: int, image_id: int, box: np.ndarray, label: int) -> dict:
     x1, y1, x2, y2 = (float(v) for v in box)
     return {
-        'id': ann_id,
-        'image_id': image_id,
-        'category_id': int(label) + 1,
-        'bbox': [x1, y1, x2 - x1, y2 - y1],
-        'area': (x2 - x1) * (y2 - y1),
-        'iscrowd': 0,
+        "id": ann_id,
+        "image_id": image_id,
+        "category_id": int(label) + 1,
+        "bbox": [x1, y1, x2 - x1, y2 - y1],
+        "area": (x2 - x1) * (y2 - y1),
+        "iscrowd": 0,
     }
 
 
-def write_coco_dataset(out_dir: str | Path, num_images: int, seed: int,
-                       size: tuple[int, int] = (320, 320), **scene_kwargs) -> Path:
+def write_coco_dataset(
+    out_dir: str | Path, num_images: int, seed: int, size: tuple[int, int] = (320, 320), **scene_kwargs
+) -> Path:
     """Write ``num_images`` scenes as PNGs plus a COCO ``annotations.json`` into ``out_dir``.
 
     Images go to ``out_dir/images/000000.png`` ...; the json's ``file_name`` is relative to
@@ -317,29 +336,29 @@ def write_coco_dataset(out_dir: str | Path, num_images: int, seed: int,
         Path of the written ``annotations.json``.
     """
     out_dir = Path(out_dir)
-    img_dir = out_dir / 'images'
+    img_dir = out_dir / "images"
     img_dir.mkdir(parents=True, exist_ok=True)
     images, annotations = [], []
     for image_id, scene_seed in enumerate(scene_seeds(seed, num_images), start=1):
         scene = make_scene(scene_seed, size, **scene_kwargs)
-        file_name = f'{image_id - 1:06d}.png'
+        file_name = f"{image_id - 1:06d}.png"
         (img_dir / file_name).write_bytes(_encode_png(scene.image))
         h, w = scene.image.shape[:2]
-        images.append({'id': image_id, 'file_name': file_name, 'height': h, 'width': w, 'seed': scene_seed})
+        images.append({"id": image_id, "file_name": file_name, "height": h, "width": w, "seed": scene_seed})
         for box, label in zip(scene.boxes, scene.labels, strict=True):
             annotations.append(_annotation(len(annotations) + 1, image_id, box, int(label)))
     coco = {
-        'info': {'description': 'featvis_run synthetic shapes', 'seed': seed},
-        'images': images,
-        'annotations': annotations,
-        'categories': [{'id': i + 1, 'name': name, 'supercategory': 'shape'} for i, name in enumerate(CLASSES)],
+        "info": {"description": "featvis_run synthetic shapes", "seed": seed},
+        "images": images,
+        "annotations": annotations,
+        "categories": [{"id": i + 1, "name": name, "supercategory": "shape"} for i, name in enumerate(CLASSES)],
     }
-    ann_path = out_dir / 'annotations.json'
+    ann_path = out_dir / "annotations.json"
     ann_path.write_text(json.dumps(coco))
     return ann_path
 
 
-def write_demo_scene(out_dir: str | Path, name: str = 'demo_scene') -> tuple[Path, Path]:
+def write_demo_scene(out_dir: str | Path, name: str = "demo_scene") -> tuple[Path, Path]:
     """Write the demo scene as ``<name>.png`` plus ``<name>.json`` (xyxy pixel boxes and class names).
 
     Returns:
@@ -348,20 +367,20 @@ def write_demo_scene(out_dir: str | Path, name: str = 'demo_scene') -> tuple[Pat
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     scene = make_demo_scene()
-    png_path = out_dir / f'{name}.png'
-    json_path = out_dir / f'{name}.json'
+    png_path = out_dir / f"{name}.png"
+    json_path = out_dir / f"{name}.json"
     png_path.write_bytes(_encode_png(scene.image))
     h, w = scene.image.shape[:2]
     meta = {
-        'image': png_path.name,
-        'height': h,
-        'width': w,
-        'seed': scene.seed,
-        'classes': list(CLASSES),
-        'objects': [
-            {'bbox': [round(float(v), 2) for v in box], 'label': name_}
+        "image": png_path.name,
+        "height": h,
+        "width": w,
+        "seed": scene.seed,
+        "classes": list(CLASSES),
+        "objects": [
+            {"bbox": [round(float(v), 2) for v in box], "label": name_}
             for box, name_ in zip(scene.boxes, scene.class_names, strict=True)
         ],
     }
-    json_path.write_text(json.dumps(meta, indent=2) + '\n')
+    json_path.write_text(json.dumps(meta, indent=2) + "\n")
     return png_path, json_path
