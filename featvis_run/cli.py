@@ -14,7 +14,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from featvis_run.errors import FeatvisError
+from featvis_run.errors import ConfigError, FeatvisError
 from featvis_run.schema import Config, register_configs
 
 __all__ = ["main"]
@@ -25,12 +25,21 @@ register_configs()
 CONFIG_DIR = str(Path(__file__).resolve().parent / "conf")
 
 
-def _out_dir(cfg: Config) -> Path:
-    if cfg.output.dir:
-        return Path(cfg.output.dir).expanduser()
+def _hydra_dir() -> Path:
     from hydra.core.hydra_config import HydraConfig
 
     return Path(HydraConfig.get().runtime.output_dir)
+
+
+def _out_dir(cfg: Config, multirun: bool) -> Path:
+    if cfg.output.dir and multirun:
+        raise ConfigError(
+            f"output.dir={cfg.output.dir!r} would collect every job of the sweep in one folder; "
+            f"give the sweep's folder as hydra.sweep.dir={cfg.output.dir} instead (one subfolder per job)"
+        )
+    if cfg.output.dir:
+        return Path(cfg.output.dir).expanduser()
+    return _hydra_dir()
 
 
 def _in_multirun() -> bool:
@@ -52,14 +61,14 @@ def _record_job_error(out_dir: Path, message: str) -> None:
 def _main(dcfg: DictConfig) -> None:
     debug = bool(dcfg.get("debug", False))
     multirun = _in_multirun()
-    out_dir = Path(".")
+    out_dir = _hydra_dir()  # where a sweep job's error.json goes if the run never gets to its own folder
     try:
         cfg: Config = OmegaConf.to_object(dcfg)  # typed dataclasses from here on
         resolved = OmegaConf.to_container(dcfg, resolve=True, enum_to_str=True)
         from featvis_run.runner import run
         from featvis_run.summary import print_layers, print_summary
 
-        out_dir = _out_dir(cfg)
+        out_dir = _out_dir(cfg, multirun)
         result = run(cfg, out_dir, resolved)
         if isinstance(result, list):
             print_layers(result, out_dir)

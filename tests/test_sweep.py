@@ -61,6 +61,13 @@ def test_a_failing_job_is_listed_and_the_others_finish(sweep_args, tmp_path):
     assert "error" in (tmp_path / "sweep" / "index.html").read_text()
 
 
+def test_output_dir_in_a_sweep_is_refused_per_job_not_merged(sweep_args, tmp_path):
+    proc = run_cli(*sweep_args, f"output.dir={tmp_path / 'one'}", "reducer=select_max,squeeze_mean")
+    assert proc.returncode == 1 and not (tmp_path / "one").exists()
+    summary = json.loads((tmp_path / "sweep" / "summary.json").read_text())
+    assert summary["failed"] == 2 and all("hydra.sweep.dir=" in r["error"] for r in summary["rows"])
+
+
 def test_joblib_jobs_run_in_other_processes_and_share_the_cache(sweep_args, scene_image, tiny_config, tmp_path):
     warm = run_cli(
         f"image={scene_image}",
