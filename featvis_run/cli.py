@@ -7,6 +7,7 @@ imported when a run starts. User errors print one line and exit with code 2 (``d
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
 import warnings
 from pathlib import Path
@@ -20,6 +21,8 @@ from featvis_run.schema import Config, register_configs
 __all__ = ["main"]
 
 register_configs()
+# `${featvis.or:a,b}`: a unless it is null or empty, else b (hydra.run.dir follows output.dir when one is given).
+OmegaConf.register_new_resolver("featvis.or", lambda value, default: value or default, replace=True)
 
 # An absolute path: works from a source checkout, an editable install and a regular wheel (conf/ is shipped inside).
 CONFIG_DIR = str(Path(__file__).resolve().parent / "conf")
@@ -98,9 +101,32 @@ def _expand_shorthands(argv: list[str]) -> list[str]:
     return [f"images.paths={a[len('images=') :]}" if a.startswith("images=") else a for a in argv]
 
 
+def _check_output_dir_arg(argv: list[str]) -> str | None:
+    """Hydra creates its run folder (``output.dir`` when given) before the job starts and fails with a traceback
+    when it cannot: check a command-line ``output.dir=`` first and return the one-line error, if any."""
+    if "-m" in argv or "--multirun" in argv:
+        return None  # sweep jobs refuse output.dir themselves
+    for arg in argv:
+        key, _, value = arg.partition("=")
+        if key.lstrip("+") != "output.dir" or value in ("", "null"):
+            continue
+        path = Path(value).expanduser()
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+            if not os.access(path, os.W_OK | os.X_OK):
+                raise PermissionError(13, "Permission denied")
+        except OSError as err:
+            return f"output.dir={str(path)!r} is not a writable folder ({err.strerror or err}); choose another"
+    return None
+
+
 def main() -> None:
     """Console-script entry point."""
     sys.argv[1:] = _expand_shorthands(sys.argv[1:])
+    problem = _check_output_dir_arg(sys.argv[1:])
+    if problem:
+        print(f"featvis-run: error: {problem} with output.dir=...", file=sys.stderr)
+        sys.exit(2)
     # mmengine imports pkg_resources to resolve `mmdet::` config bases; its deprecation notice is noise here.
     warnings.filterwarnings("ignore", message="pkg_resources is deprecated", category=UserWarning)
     try:

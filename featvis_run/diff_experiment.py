@@ -25,7 +25,7 @@ from featvis_run.outputs import safe_name, write_image
 from featvis_run.reduce import ReducedMap, reduce_channels, standardize
 from featvis_run.render import RenderOptions, contact_sheet, render_map
 from featvis_run.results import Failure, ImageRecord, MapRecord, RunResult
-from featvis_run.runner import DrawSettings, Timer, image_paths
+from featvis_run.runner import DrawSettings, Timer, check_inputs, image_paths
 from featvis_run.schema import Config, Mode, RecorderConfig
 from featvis_run.sources import FeatureSource
 
@@ -114,6 +114,7 @@ def run_diff(cfg: Config, out_dir: Path, resolved: dict[str, Any]) -> RunResult:
     mode = cfg.experiment.diff_mode.value
     rec_a, rec_b = cfg.recorder, cfg.recorder_b or cfg.recorder
     pairs = paired_levels(rec_a, rec_b)
+    check_inputs(cfg, many=True)
     strict = cfg.images.paths is None
     if strict:
         paths = image_paths(cfg)
@@ -124,8 +125,8 @@ def run_diff(cfg: Config, out_dir: Path, resolved: dict[str, Any]) -> RunResult:
     failures: list[Failure] = []
     batches = input_images(paths, 1, strict, failures)
     first = next(batches, []) if strict else []  # a bad single image fails before any model is planned
-    source_a = FeatureSource(cfg.model_a, rec_a, cache, timer)
-    source_b = FeatureSource(cfg.model_b, rec_b, cache, timer)
+    source_a = FeatureSource(cfg.model_a, rec_a, cache, timer, key="model_a")
+    source_b = FeatureSource(cfg.model_b, rec_b, cache, timer, key="model_b")
     outputs: list[MapRecord] = []
     comparisons: list[dict[str, Any]] = []
     images: list[ImageRecord] = []
@@ -161,7 +162,10 @@ def run_diff(cfg: Config, out_dir: Path, resolved: dict[str, Any]) -> RunResult:
                     layer="diff",
                     level=level,
                     shape=tuple(int(v) for v in maps.shape),
-                    valid_hw=valid_cells(a.full_hw, a.geometry),
+                    # on A's grid the image covers its valid cells; a resized common grid covers just the image
+                    valid_hw=valid_cells(a.full_hw, a.geometry)
+                    if numbers["resized_to"] is None
+                    else (int(maps.shape[-2]), int(maps.shape[-1])),
                     reducer=f"{mode} {reduced.reducer}",
                     channels=reduced.channels,
                     stats={"min": float(maps.min()), "max": float(maps.max()), "mean": float(maps.mean())},

@@ -18,7 +18,7 @@ from featvis_run.images import collect_images, read_image, select_images
 from featvis_run.outputs import safe_name, write_image
 from featvis_run.render import contact_sheet
 from featvis_run.results import Failure, ImageRecord, MapRecord, RunResult
-from featvis_run.runner import DrawSettings, Timer, draw_levels, image_paths, unique_ids
+from featvis_run.runner import DrawSettings, Timer, check_inputs, draw_levels, image_paths, unique_ids
 from featvis_run.schema import Config, Mode
 from featvis_run.sources import FeatureSource, InputImage
 
@@ -221,7 +221,9 @@ def run_single(cfg: Config, out_dir: Path, resolved: dict[str, Any]) -> Any:
 
 def run_multi_image(cfg: Config, out_dir: Path, resolved: dict[str, Any]) -> Any:
     """Many images (``images``: list, folder, glob) through one model loaded once, in batches."""
-    paths = select_images(collect_images(cfg.images.paths), cfg.images.limit, cfg.images.shard)
+    check_inputs(cfg, many=True)
+    spec = cfg.images.paths if cfg.images.paths is not None else cfg.image  # image=x: a run over that one file
+    paths = select_images(collect_images(spec), cfg.images.limit, cfg.images.shard)
     return _run_images(cfg, out_dir, resolved, paths, "multi_image")
 
 

@@ -267,7 +267,8 @@ def plan_model(mc: ModelConfig) -> ModelPlan:
     _check_packaged_pair(mc)
     ckpt_path = resolve_package_path(mc.checkpoint) if mc.checkpoint else None
     if ckpt_path is not None and not ckpt_path.is_file():
-        raise ModelError(f"model.checkpoint={mc.checkpoint!r}: no such file; give the path of a local .pth checkpoint")
+        what = "a folder, not a file" if ckpt_path.is_dir() else "no such file"
+        raise ModelError(f"model.checkpoint={mc.checkpoint!r}: {what}; give the path of a local .pth checkpoint")
     try:
         cfg = Config.fromfile(str(config_path))
     except Exception as err:

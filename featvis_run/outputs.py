@@ -36,6 +36,17 @@ def ensure_writable_dir(path: Path, what: str = "output.dir") -> Path:
     return path
 
 
+def _file_mode() -> int:
+    """The mode ``open()`` would give a new file (0o666 minus the umask); mkstemp's own 0o600 would hide shared
+    caches and galleries from other users."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+_FILE_MODE = _file_mode()
+
+
 def _candidates(path: Path) -> Any:
     yield path
     n = 1
@@ -50,6 +61,7 @@ def write_bytes(path: Path, data: bytes, overwrite: bool = False) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.chmod(tmp, _FILE_MODE)
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()

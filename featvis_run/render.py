@@ -182,10 +182,13 @@ def contact_sheet(
 
 
 def draw_detections(img: np.ndarray, dets: Detections, scale_yx: tuple[float, float] = (1.0, 1.0)) -> np.ndarray:
-    """Draw boxes (original-image pixels, scaled by ``scale_yx`` to this canvas) with class and score."""
+    """Draw boxes (original-image pixels, scaled by ``scale_yx`` to this canvas) with class and score.
+
+    Lowest scores first, so where boxes overlap (RetinaNet keeps one box per class) the best label is on top."""
     out = img.copy()
     sy, sx = scale_yx
-    for box, score, label in zip(dets.boxes, dets.scores, dets.labels, strict=True):
+    order = np.argsort(np.asarray(dets.scores), kind="stable")
+    for box, score, label in zip(dets.boxes[order], dets.scores[order], dets.labels[order], strict=True):
         x1, y1, x2, y2 = (int(round(v)) for v in (box[0] * sx, box[1] * sy, box[2] * sx, box[3] * sy))
         cv2.rectangle(out, (x1, y1), (x2, y2), (0, 255, 0), 2)
         name = dets.class_names[label] if 0 <= label < len(dets.class_names) else str(int(label))

@@ -24,7 +24,7 @@ from featvis_run.render import Detections, RenderOptions, check_arrangement, ren
 from featvis_run.results import MapRecord
 from featvis_run.schema import Config, ReducerName
 
-__all__ = ["DrawSettings", "Timer", "draw_levels", "image_paths", "run"]
+__all__ = ["DrawSettings", "Timer", "check_inputs", "draw_levels", "image_paths", "run"]
 
 
 @dataclass(frozen=True)
@@ -86,7 +86,22 @@ class Timer:
 
 def image_paths(cfg: Config) -> list[Path]:
     """The input images of a single-image run (``image``, or the shipped demo scene)."""
+    check_inputs(cfg)
     return [Path(cfg.image).expanduser() if cfg.image else demo_image_path()]
+
+
+def check_inputs(cfg: Config, many: bool = False) -> None:
+    """Refuse inputs the experiment would ignore: ``image`` and ``images`` together, ``images`` in a single run."""
+    if cfg.image and cfg.images.paths is not None:
+        raise ConfigError(
+            f"image={cfg.image!r} and images={cfg.images.paths!r} are both given; keep one "
+            "(image= for one file, images= for a folder, glob or list)"
+        )
+    if cfg.images.paths is not None and not many and cfg.experiment.name == "single":
+        raise ConfigError(
+            f"images={cfg.images.paths!r} is read by experiment=multi_image (and diff); add experiment=multi_image, "
+            "or give one file as image=..."
+        )
 
 
 def draw_levels(

@@ -36,9 +36,12 @@ class FeatureSource:
     job whose images are all cached never builds it. :attr:`forward_passes` counts model calls (batches).
     """
 
-    def __init__(self, mc: ModelConfig, recorder: RecorderConfig, cache: ActivationCache, timer: Timer):
+    def __init__(
+        self, mc: ModelConfig, recorder: RecorderConfig, cache: ActivationCache, timer: Timer, key: str = "model"
+    ):
         from featvis_run.mmdet_adapter import plan_model
 
+        self.key = key  # the config key of this model (model, model_a, model_b), for messages
         self.plan = plan_model(mc)
         self.recorders, self.mappings = recorder.parsed()
         self.spec = {
@@ -126,6 +129,6 @@ class FeatureSource:
         if not self.random_init:
             return None
         return (
-            f"RANDOM INIT: {self.name} has no checkpoint (model.checkpoint=null), weights are random (seed "
-            f"{self.plan.config.seed}); maps show an untrained network. Pass model.checkpoint=/path/to/weights.pth"
+            f"RANDOM INIT: {self.name} has no checkpoint ({self.key}.checkpoint=null), weights are random (seed "
+            f"{self.plan.config.seed}); maps show an untrained network. Pass {self.key}.checkpoint=/path/to/weights.pth"
         )

@@ -81,21 +81,29 @@ def _levels_table(result: RunResult) -> Table:
         f"{result.experiment}: {len(result.images)} images, {len(result.failures)} failed, {len(result.outputs)} maps"
     )
     table = Table(title=title)
-    for col in ("layer", "level", "images", "C", "H x W (range)", "reducer", "mean of map means", "contact sheet"):
+    for col in ("layer", "level", "images", "C", "H x W on image", "reducer", "mean of map means", "contact sheet"):
         table.add_column(col, overflow="fold")
     groups: dict[tuple[str, str], list[Any]] = {}
     for o in result.outputs:
         groups.setdefault((o.layer, o.level), []).append(o)
     sheets = {(s["layer"], s["level"]): s["file"] for s in result.extra.get("contact_sheets", [])}
     for (layer, level), outs in groups.items():
-        hs = [o.shape[1] for o in outs]
-        ws = [o.shape[2] for o in outs]
-        hw = f"{min(hs)}-{max(hs)} x {min(ws)}-{max(ws)}" if len(set(hs + ws)) > 2 else f"{hs[0]} x {ws[0]}"
+        hw = " x ".join(_span([_valid_hw(o)[i] for o in outs]) for i in (0, 1))
         mean = sum(o.stats["mean"] for o in outs) / len(outs)
         channels = sorted({o.shape[0] for o in outs})
         row = (layer, level, str(len(outs)), ",".join(map(str, channels)), hw, outs[0].reducer, f"{mean:.4g}")
         table.add_row(*row, sheets.get((layer, level), ""))
     return table
+
+
+def _valid_hw(o: Any) -> tuple[int, int]:
+    """The map cells covering the image (the padded grid when none were recorded)."""
+    return tuple(o.valid_hw) if o.valid_hw else (o.shape[1], o.shape[2])
+
+
+def _span(values: Sequence[int]) -> str:
+    lo, hi = min(values), max(values)
+    return str(lo) if lo == hi else f"{lo}-{hi}"
 
 
 def _num(v: Any) -> str:

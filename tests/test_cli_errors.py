@@ -97,3 +97,13 @@ def test_hydra_type_errors_keep_hydras_message(base_args):
 def test_demo_weights_left_on_another_config(scene_image, tiny_config, tmp_path):
     proc = run_cli(f"image={scene_image}", f"model.mmdet_config={tiny_config}", f"output.dir={tmp_path / 'out'}")
     assert_user_error(proc, "model.checkpoint='pkg://featvis_run/assets/demo_shapes.pth'", "model=retinanet_r50")
+
+
+def test_inputs_the_experiment_would_ignore_are_refused(base_args, scene_image, tmp_path):
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    no_image = [a for a in base_args if not a.startswith("image=")]
+    proc = run_cli(*no_image, f"images={folder}")  # a single run would draw the demo scene instead
+    assert_user_error(proc, f"images={str(folder)!r}", "experiment=multi_image")
+    proc = run_cli(*base_args, "experiment=multi_image", f"images={folder}")
+    assert_user_error(proc, "image=", "images=", "both given")

@@ -81,6 +81,8 @@ def test_different_channel_counts_and_grids_are_compared_not_crashed(scene_image
     assert p3["shape_a"][0] == 16 and p3["shape_b"][0] == 24
     assert not p3["elementwise"] and p3["mean_abs_diff"] is None and 0.0 <= p3["cka"] <= 1.0
     assert p3["resized_to"] is not None  # the 96-px input gives B a smaller grid
+    diff_p3 = next(o for o in m["outputs"] if o["level"] == "p3")
+    assert diff_p3["valid_hw"] == p3["resized_to"] == diff_p3["shape"][1:]  # the common grid covers the image
     assert "channel counts differ" in p3["note"] and "channel counts differ" in proc.stdout
 
 

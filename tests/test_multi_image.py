@@ -1,6 +1,7 @@
 """Multi-image runs: inputs from folders/globs/lists, batching that does not change maps, per-image failures."""
 
 import json
+import os
 from pathlib import Path
 
 import cv2
@@ -89,7 +90,8 @@ def test_folder_run_survives_a_corrupt_file_and_keeps_duplicate_stems_apart(imag
         "experiment=multi_image",
         f"images={image_folder}",
         "images.batch_size=2",
-        "model=retinanet_r50", f"model.mmdet_config={tiny_config}",
+        "model=retinanet_r50",
+        f"model.mmdet_config={tiny_config}",
         f"output.dir={out}",
     )
     assert proc.returncode == 1, proc.stderr  # one failure -> non-zero, after everything else was drawn
@@ -105,6 +107,20 @@ def test_folder_run_survives_a_corrupt_file_and_keeps_duplicate_stems_apart(imag
     sheet = cv2.imread(str(out / "contact/neck/p3.png"))
     assert sheet.shape[0] >= 2 * 160  # 3 images -> 2 x 2 grid of 160 px tiles
     assert "corrupt.jpg" in proc.stdout and "3 images, 1 failed" in proc.stdout
+    umask = os.umask(0)
+    os.umask(umask)
+    for f in (out / "manifest.json", out / "b/neck/p3.png"):  # readable by others as the umask allows
+        assert f.stat().st_mode & 0o777 == 0o666 & ~umask, oct(f.stat().st_mode)
+
+
+@pytest.mark.slow
+def test_multi_image_with_image_runs_that_one_file(scene_image, tmp_path, tiny_config):
+    out = tmp_path / "one"
+    args = ("model=retinanet_r50", f"model.mmdet_config={tiny_config}", f"output.dir={out}")
+    proc = run_cli("experiment=multi_image", f"image={scene_image}", *args)
+    assert proc.returncode == 0, proc.stderr
+    m = json.loads((out / "manifest.json").read_text())
+    assert [i["path"] for i in m["images"]] == [str(scene_image)]
 
 
 @pytest.mark.slow
@@ -115,7 +131,8 @@ def test_list_of_images_with_limit_and_shard(image_folder, tmp_path, tiny_config
         f"images=[{image_folder / 'a.png'},{image_folder / 'b.jpg'},{image_folder / 'sub/b.jpg'}]",
         "images.limit=2",
         "images.shard=1/2",
-        "model=retinanet_r50", f"model.mmdet_config={tiny_config}",
+        "model=retinanet_r50",
+        f"model.mmdet_config={tiny_config}",
         f"output.dir={out}",
         "experiment.contact_sheet=false",
     )

@@ -16,6 +16,7 @@ from featvis_run.render import (
     blend,
     check_arrangement,
     colorize,
+    draw_detections,
     magnify,
     render_map,
     tile_grid,
@@ -150,3 +151,15 @@ def test_boxes_are_drawn_at_image_coordinates_on_single_overlays_only():
     assert resized.shape == (40, 160, 3) and (resized[20, 20] == (0, 255, 0)).all()
     grid = render_map(reduce_channels(f, "none", topk=1), (8, 8), geom, img, RenderOptions(alpha=0.0), dets)
     assert not (grid == (0, 255, 0)).all(axis=2).any()
+
+
+def test_overlapping_boxes_show_the_best_label_on_top():
+    img = np.full((80, 80, 3), 128, np.uint8)
+    boxes = np.array([[10, 30, 60, 70], [10, 30, 60, 70]], np.float32)
+    labels = np.array([0, 1])
+    best_first = Detections(boxes, np.array([0.9, 0.3], np.float32), labels, ("circle", "sq"))
+    best_last = Detections(boxes[::-1], np.array([0.3, 0.9], np.float32), labels[::-1], ("circle", "sq"))
+    only_best = Detections(boxes[:1], np.array([0.9], np.float32), labels[:1], ("circle", "sq"))
+    a, b = draw_detections(img, best_first), draw_detections(img, best_last)
+    np.testing.assert_array_equal(a, b)  # the input order does not matter
+    np.testing.assert_array_equal(a[15:30], draw_detections(img, only_best)[15:30])  # the label reads "circle 0.90"

@@ -1,0 +1,32 @@
+"""The rich summary aggregates levels over images."""
+
+from pathlib import Path
+
+from featvis_run.results import ImageRecord, MapRecord, RunResult
+from featvis_run.summary import _levels_table, make_console
+
+
+def _record(image: str, shape: tuple[int, int, int], valid_hw: tuple[int, int]) -> MapRecord:
+    return MapRecord(
+        image=image,
+        layer="neck",
+        level="p3",
+        shape=shape,
+        valid_hw=valid_hw,
+        reducer="squeeze_mean",
+        channels=(),
+        stats={"min": 0.0, "max": 1.0, "mean": 0.5},
+        file=f"{image}/neck/p3.png",
+    )
+
+
+def test_levels_table_shows_the_range_of_valid_grids_per_axis():
+    # a landscape and a portrait image padded to the same 80x80 batch grid: heights 60-80, widths 60-80
+    outputs = (_record("wide", (64, 80, 80), (60, 80)), _record("tall", (64, 80, 80), (80, 60)))
+    images = (ImageRecord("wide.png", (480, 640), (480, 640), 0), ImageRecord("tall.png", (640, 480), (640, 480), 0))
+    result = RunResult("multi_image", Path("."), {}, (), images, outputs)
+    console = make_console()
+    with console.capture() as cap:
+        console.print(_levels_table(result))
+    row = next(line for line in cap.get().splitlines() if "p3" in line)
+    assert "60-80 x 60-80" in row, row
