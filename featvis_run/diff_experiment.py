@@ -17,10 +17,9 @@ import numpy as np
 
 from featvis_run.diff import compare_levels, diff_map, resize_to_common
 from featvis_run.errors import ConfigError, FeatvisError
-from featvis_run.experiments import activation_cache, cache_summary, input_images
+from featvis_run.experiments import activation_cache, cache_summary, input_images, selected_inputs
 from featvis_run.features import LevelKey
 from featvis_run.geometry import Geometry, crop_valid, valid_cells
-from featvis_run.images import collect_images, select_images
 from featvis_run.outputs import safe_name, write_image
 from featvis_run.reduce import ReducedMap, reduce_channels, standardize
 from featvis_run.render import RenderOptions, contact_sheet, render_map
@@ -117,13 +116,14 @@ def run_diff(cfg: Config, out_dir: Path, resolved: dict[str, Any]) -> RunResult:
     check_inputs(cfg, many=True)
     strict = cfg.images.paths is None
     if strict:
-        paths = image_paths(cfg)
+        paths, ids = image_paths(cfg), None
     else:
-        paths = select_images(collect_images(cfg.images.paths), cfg.images.limit, cfg.images.shard)
+        inputs = selected_inputs(cfg.images.paths, cfg.images.limit, cfg.images.shard)
+        ids, paths = [i for i, _ in inputs], [p for _, p in inputs]
     timer = Timer()
     cache = activation_cache(cfg)
     failures: list[Failure] = []
-    batches = input_images(paths, 1, strict, failures)
+    batches = input_images(paths, 1, strict, failures, ids)
     first = next(batches, []) if strict else []  # a bad single image fails before any model is planned
     source_a = FeatureSource(cfg.model_a, rec_a, cache, timer, key="model_a")
     source_b = FeatureSource(cfg.model_b, rec_b, cache, timer, key="model_b")

@@ -27,6 +27,7 @@ __all__ = [
     "activation_cache",
     "cache_summary",
     "input_images",
+    "selected_inputs",
     "list_model_layers",
     "progress_bar",
     "run_multi_image",
@@ -89,12 +90,19 @@ def progress_bar(total: int, enabled: bool) -> Any:
     )
 
 
+def selected_inputs(spec: str | Sequence[str] | None, limit: int | None, shard: str | None) -> list[tuple[str, Path]]:
+    """(output id, path) of the images ``spec`` names, after ``limit`` and ``shard``. Ids are made unique over the
+    whole list before sharding, so the shards of one folder write disjoint, mergeable folders."""
+    paths = collect_images(spec)
+    return select_images(list(zip(unique_ids(paths), paths, strict=True)), limit, shard)
+
+
 def input_images(
-    paths: Sequence[Path], batch_size: int, strict: bool, failures: list[Failure]
+    paths: Sequence[Path], batch_size: int, strict: bool, failures: list[Failure], ids: Sequence[str] | None = None
 ) -> Iterator[list[InputImage]]:
     """Batches of decoded images. ``strict``: an unreadable image raises; else it is listed in ``failures``."""
     batch: list[InputImage] = []
-    for image_id, path in zip(unique_ids(paths), paths, strict=True):
+    for image_id, path in zip(ids or unique_ids(paths), paths, strict=True):
         try:
             array, sha = read_image(path, "image" if strict else "images")
         except InputError as err:
@@ -166,7 +174,14 @@ def _write_contact_sheets(run: _ImageRun, out_dir: Path) -> list[dict[str, str]]
     return sheets
 
 
-def _run_images(cfg: Config, out_dir: Path, resolved: dict[str, Any], paths: list[Path], experiment: str) -> Any:
+def _run_images(
+    cfg: Config,
+    out_dir: Path,
+    resolved: dict[str, Any],
+    paths: list[Path],
+    experiment: str,
+    ids: Sequence[str] | None = None,
+) -> Any:
     strict = experiment == "single"
     if cfg.images.batch_size <= 0:
         raise ConfigError(f"images.batch_size={cfg.images.batch_size} must be a positive number of images")
@@ -174,7 +189,7 @@ def _run_images(cfg: Config, out_dir: Path, resolved: dict[str, Any], paths: lis
     timer = Timer()
     cache = activation_cache(cfg)
     failures: list[Failure] = []
-    batches = input_images(paths, cfg.images.batch_size, strict, failures)
+    batches = input_images(paths, cfg.images.batch_size, strict, failures, ids)
     first = next(batches, []) if strict or cfg.mode is Mode.layers else None  # a bad single image fails early
     source = FeatureSource(cfg.model, cfg.recorder, cache, timer)
     if cfg.mode is Mode.layers:
@@ -223,8 +238,9 @@ def run_multi_image(cfg: Config, out_dir: Path, resolved: dict[str, Any]) -> Any
     """Many images (``images``: list, folder, glob) through one model loaded once, in batches."""
     check_inputs(cfg, many=True)
     spec = cfg.images.paths if cfg.images.paths is not None else cfg.image  # image=x: a run over that one file
-    paths = select_images(collect_images(spec), cfg.images.limit, cfg.images.shard)
-    return _run_images(cfg, out_dir, resolved, paths, "multi_image")
+    inputs = selected_inputs(spec, cfg.images.limit, cfg.images.shard)
+    ids, paths = [i for i, _ in inputs], [p for _, p in inputs]
+    return _run_images(cfg, out_dir, resolved, paths, "multi_image", ids)
 
 
 def _run_diff(cfg: Config, out_dir: Path, resolved: dict[str, Any]) -> Any:

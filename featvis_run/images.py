@@ -7,6 +7,7 @@ import hashlib
 import re
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TypeVar
 
 import cv2
 import numpy as np
@@ -15,6 +16,8 @@ from featvis_run.errors import ConfigError, InputError
 from featvis_run.paths import PACKAGE_DIR
 
 __all__ = ["IMAGE_EXTENSIONS", "collect_images", "demo_image_path", "load_image", "read_image", "select_images"]
+
+T = TypeVar("T")
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
@@ -78,7 +81,7 @@ def collect_images(paths: str | Sequence[str] | None) -> list[Path]:
     return list(found)
 
 
-def select_images(paths: Sequence[Path], limit: int | None, shard: str | None) -> list[Path]:
+def select_images(paths: Sequence[T], limit: int | None, shard: str | None) -> list[T]:
     """Keep the first ``limit`` paths, then shard ``i/n``: every n-th path from the i-th (0-based)."""
     if limit is not None:
         if limit <= 0:

@@ -119,6 +119,11 @@ class RecorderConfig:
                 raise ConfigError(
                     f"recorder.recorders.{name}.type={spec.type!r} is unknown; use one of {valid}"
                 ) from None
+        if not recorders:
+            raise ConfigError(
+                f"recorder={self.name} records nothing; add one, e.g. "
+                "'+recorder.recorders.r3={type:module_outputs,source:backbone.layer3}'"
+            )
         return recorders, mappings
 
 

@@ -7,6 +7,7 @@ from hydra import compose, initialize_config_dir
 from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
 
+from featvis_run.errors import ConfigError
 from featvis_run.runner import DrawSettings
 from featvis_run.schema import Config, RecorderType, ReducerName, register_configs
 
@@ -82,6 +83,14 @@ def test_recorder_accepts_user_defined_recorders_from_command_line():
     recorders, mappings = cfg.recorder.parsed()
     assert recorders["head"].type is RecorderType.method_outputs
     assert mappings["head_cls"].record_idx == 2 and mappings["c2"].data_idx == 0
+
+
+def test_custom_recorder_records_only_what_the_user_adds():
+    with pytest.raises(ConfigError, match=r"recorder=custom records nothing; add one, e.g. '\+recorder.recorders"):
+        _compose("recorder=custom").recorder.parsed()
+    cfg = _compose("recorder=custom", "+recorder.recorders.r3={type:module_outputs,source:backbone.layer3}")
+    recorders, mappings = cfg.recorder.parsed()
+    assert list(recorders) == ["r3"] and mappings == {}
 
 
 @pytest.mark.parametrize(

@@ -160,6 +160,7 @@ def test_train_script_quick(tmp_path):
 
 # -------------------------------------------------------------------------------------- packaged model
 
+
 @pytest.fixture(scope="module")
 def demo_model():
     """(model, cfg, checkpoint) of the packaged demo model, weights loaded, in eval mode."""

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from featvis_run.errors import ConfigError, InputError
+from featvis_run.experiments import selected_inputs
 from featvis_run.images import collect_images, select_images
 
 from .test_cli import run_cli
@@ -40,6 +41,13 @@ def test_collect_glob_and_list_deduplicated(image_folder):
         collect_images("/nope")
     with pytest.raises(InputError, match="matched no image files"):
         collect_images(str(image_folder / "*.gif"))
+
+
+def test_shards_of_a_folder_get_the_output_names_of_the_whole_run(image_folder):
+    whole = selected_inputs(str(image_folder), None, None)
+    assert [i for i, _ in whole] == ["a", "b", "corrupt", "b-2"]  # sub/b.jpg is b-2 in every shard
+    shards = [selected_inputs(str(image_folder), None, f"{k}/2") for k in range(2)]
+    assert shards[1] == [whole[1], whole[3]] and sorted(shards[0] + shards[1]) == sorted(whole)
 
 
 def test_limit_and_shard():
