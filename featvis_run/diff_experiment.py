@@ -8,6 +8,7 @@ channel counts are compared through their reduced maps (and CKA, which needs no 
 from __future__ import annotations
 
 import itertools
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -176,7 +177,7 @@ def run_diff(cfg: Config, out_dir: Path, resolved: dict[str, Any]) -> RunResult:
         timer.add("render", started)
         g = item_a.geometry
         shown = item_a.detections.above(settings.pred_score_thr)
-        images.append(ImageRecord(str(im.path), g.ori_hw, g.input_hw, len(shown.boxes)))
+        images.append(ImageRecord(os.path.abspath(im.path), g.ori_hw, g.input_hw, len(shown.boxes)))
     notes = [n for n in (source_a.random_init_note(), source_b.random_init_note()) if n]
     notes += sorted({c["note"] for c in comparisons if c["note"]})
     result = RunResult(

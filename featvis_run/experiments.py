@@ -153,7 +153,7 @@ class _ImageRun:
                     self.thumbs.setdefault(key, []).append((im.image_id, _thumbnail(picture, self.thumb_height)))
             g = item.geometry
             shown = item.detections.above(self.settings.pred_score_thr)
-            self.images.append(ImageRecord(str(im.path), g.ori_hw, g.input_hw, len(shown.boxes)))
+            self.images.append(ImageRecord(os.path.abspath(im.path), g.ori_hw, g.input_hw, len(shown.boxes)))
         self.source.timer.add("render", started)
 
 

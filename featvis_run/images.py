@@ -32,6 +32,16 @@ def load_image(path: Path, key: str = "image") -> np.ndarray:
     return read_image(path, key)[0]
 
 
+def _decode(data: bytes) -> np.ndarray | None:
+    """cv2.imdecode without OpenCV's own log lines (a broken file is reported once, as an InputError)."""
+    level = cv2.utils.logging.getLogLevel()
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+    try:
+        return cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    finally:
+        cv2.utils.logging.setLogLevel(level)
+
+
 def read_image(path: Path, key: str = "image") -> tuple[np.ndarray, str]:
     """Decode ``path`` as a BGR uint8 image and return it with the sha256 of the file's bytes."""
     if not path.exists():
@@ -42,7 +52,7 @@ def read_image(path: Path, key: str = "image") -> tuple[np.ndarray, str]:
         data = path.read_bytes()
     except OSError as err:
         raise InputError(f"{key}={str(path)!r} cannot be read ({err.strerror or err}); check its permissions") from err
-    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR) if data else None
+    image = _decode(data) if data else None
     if image is None:
         raise InputError(
             f"{key}={str(path)!r} is not an image OpenCV can decode; give a {'/'.join(IMAGE_EXTENSIONS)} file"

@@ -154,12 +154,14 @@ def select_record(records: Mapping[str, list[Any]], level: str, mapping: Mapping
 
 @dataclass(frozen=True)
 class LayerInfo:
-    """A module's name, class and the shapes of the tensors it output (one forward pass)."""
+    """A module's name, class, the shapes of the tensors its first call output, and how many times it was called
+    in one forward pass (``record_idx`` picks among those calls)."""
 
     name: str
     type: str
     shapes: tuple[tuple[int, ...], ...]
     params: int
+    calls: int = 0
 
 
 def _shapes(x: Any) -> tuple[tuple[int, ...], ...]:
@@ -173,10 +175,12 @@ def _shapes(x: Any) -> tuple[tuple[int, ...], ...]:
 def list_layers(model: nn.Module, run: Callable[[], Any]) -> list[LayerInfo]:
     """Every named module with the shapes it outputs while ``run()`` executes (hooks removed afterwards)."""
     seen: dict[str, tuple[tuple[int, ...], ...]] = {}
+    calls: dict[str, int] = {}
 
     def hook_for(name: str) -> Callable[..., None]:
         def hook(module: nn.Module, args: Any, output: Any) -> None:  # must return None: keeps the output
             seen.setdefault(name, _shapes(output))
+            calls[name] = calls.get(name, 0) + 1
 
         return hook
 
@@ -187,7 +191,13 @@ def list_layers(model: nn.Module, run: Callable[[], Any]) -> list[LayerInfo]:
         for h in handles:
             h.remove()
     return [
-        LayerInfo(name, type(m).__name__, seen.get(name, ()), sum(p.numel() for p in m.parameters(recurse=True)))
+        LayerInfo(
+            name,
+            type(m).__name__,
+            seen.get(name, ()),
+            sum(p.numel() for p in m.parameters(recurse=True)),
+            calls.get(name, 0),
+        )
         for name, m in model.named_modules()
         if name
     ]

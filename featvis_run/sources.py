@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -114,7 +115,7 @@ class FeatureSource:
         return ModelRecord(
             name=mc.name,
             mmdet_config=str(plan.config_path),
-            checkpoint=str(plan.checkpoint_path) if plan.checkpoint_path else None,
+            checkpoint=os.path.abspath(plan.checkpoint_path) if plan.checkpoint_path else None,
             sha256=plan.checkpoint_sha256,
             seed=mc.seed if self.random_init else None,
             device=mc.device,

@@ -128,11 +128,12 @@ def _diff_table(result: RunResult) -> Table:
 def print_layers(layers: Sequence[Any], out_dir: Any, console: Console | None = None) -> None:
     """Print every module that produced a tensor, with its output shapes (``mode=layers``)."""
     console = console or make_console()
-    table = Table(title="modules and output shapes (use the name as recorder source)")
-    for col in ("name", "type", "output shapes", "params"):
+    table = Table(title="modules and output shapes of their first call (use the name as recorder source)")
+    for col in ("name", "type", "output shapes", "calls", "params"):
         table.add_column(col, overflow="fold")
     for layer in layers:
         if layer.shapes:
-            table.add_row(layer.name, layer.type, "  ".join(_shape(s) for s in layer.shapes), f"{layer.params:,}")
+            shapes = "  ".join(_shape(s) for s in layer.shapes)
+            table.add_row(layer.name, layer.type, shapes, str(layer.calls), f"{layer.params:,}")
     console.print(table)
     console.print(f"[bold]output[/] {out_dir}/layers.json")

@@ -129,6 +129,7 @@ def test_layers_mode_lists_modules_with_shapes(scene_image, tmp_path, tiny_confi
     assert proc.returncode == 0, proc.stderr
     layers = {entry["name"]: entry for entry in json.loads((out / "layers.json").read_text())}
     assert layers["neck"]["shapes"][0][1] == 16 and len(layers["neck"]["shapes"]) == 5
+    assert layers["neck"]["calls"] == 1 and layers["bbox_head.retina_cls"]["calls"] == 5  # once per FPN level
     assert "backbone.layer1" in layers and "neck.fpn_convs.0" in proc.stdout.replace("\n", "")
 
 
