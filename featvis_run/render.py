@@ -45,6 +45,7 @@ class RenderOptions:
     min_size: int = 128
     arrangement: tuple[int, int] | None = None
     min_tile: int = 64
+    max_tile: int | None = 320  # long side of an overlaid grid tile (the image is shrunk to it); None: image size
     gap: int = 2
     label: bool = True
     signed: bool = False  # diverging colormap centred on 0 (signed diffs) instead of min-max scaling
@@ -200,6 +201,15 @@ def draw_detections(img: np.ndarray, dets: Detections, scale_yx: tuple[float, fl
     return out
 
 
+def _shrink(image: np.ndarray, max_side: int | None) -> np.ndarray:
+    """``image`` scaled down (never up) so its long side is at most ``max_side``."""
+    h, w = image.shape[:2]
+    if not max_side or max(h, w) <= max_side:
+        return image
+    s = max_side / max(h, w)
+    return cv2.resize(image, (max(1, round(w * s)), max(1, round(h * s))), interpolation=cv2.INTER_AREA)
+
+
 def _canvas_image(image: np.ndarray, opts: RenderOptions) -> np.ndarray:
     if opts.resize_shape is None:
         return image
@@ -241,6 +251,7 @@ def render_map(
     canvas = _canvas_image(image, opts) if opts.overlaid and image is not None else None
     if reduced.kind == "grid":
         rows, cols = check_arrangement(len(reduced.channels), opts.arrangement)
+        canvas = _shrink(canvas, opts.max_tile) if canvas is not None else None
         tiles = [_draw_one(m, feat_hw, geom, canvas, opts) for m in reduced.maps]
         tiles = [magnify(t, opts.min_tile) for t in tiles] if canvas is None else tiles
         labels = [f"ch {c}" for c in reduced.channels] if opts.label else []

@@ -67,6 +67,7 @@ class DrawSettings:
             min_size=out.min_size,
             arrangement=tuple(lay.arrangement) if lay.arrangement else None,
             min_tile=lay.min_tile,
+            max_tile=lay.max_tile,
             gap=lay.gap,
             label=lay.label,
         )

@@ -154,6 +154,7 @@ class LayoutConfig:
     name: str = MISSING
     arrangement: list[int] | None = None
     min_tile: int = 64
+    max_tile: int | None = 320
     gap: int = 2
     label: bool = True
 

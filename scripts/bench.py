@@ -122,7 +122,7 @@ def bench_render(image_path: Path, model: str, repeats: int) -> dict:
     geom = item.geometry
     rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
     full = torch.from_numpy(crop_valid(feat, geom).copy())
-    grid_opts = RenderOptions(arrangement=(4, 5), gap=0)
+    grid_opts = RenderOptions(arrangement=(4, 5), gap=0, max_tile=None)  # image-size tiles, as MMEngine draws
 
     def ours(reducer: str, topk: int, opts: RenderOptions):
         cropped = crop_valid(feat, geom)

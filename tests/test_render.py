@@ -95,11 +95,15 @@ def test_topk_grid_render_has_arrangement_shape_at_map_resolution():
     assert out.shape == (2 * 40 + 2, 3 * 48 + 4, 3)
 
 
-def test_overlaid_grid_tiles_have_image_size():
+def test_overlaid_grid_tiles_have_image_size_up_to_max_tile():
     f, rgb = _feat_and_image(c=8, h=6, w=8, img_hw=(48, 64))
     reduced = reduce_channels(f, "none", topk=4)
     out = render_map(reduced, (6, 8), Geometry.identity((48, 64)), rgb, RenderOptions(gap=0))
     assert out.shape == (96, 128, 3)
+    small = render_map(reduced, (6, 8), Geometry.identity((48, 64)), rgb, RenderOptions(gap=0, max_tile=32))
+    assert small.shape == (48, 64, 3)  # 2 x 2 tiles of 24 x 32
+    full = render_map(reduced, (6, 8), Geometry.identity((48, 64)), rgb, RenderOptions(gap=0, max_tile=None))
+    assert full.shape == (96, 128, 3)
 
 
 @pytest.mark.parametrize(("k", "expected"), [(1, (1, 1)), (4, (2, 2)), (5, (2, 3)), (20, (4, 5)), (16, (4, 4))])
