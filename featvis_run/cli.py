@@ -116,7 +116,10 @@ def _check_output_dir_arg(argv: list[str]) -> str | None:
             if not os.access(path, os.W_OK | os.X_OK):
                 raise PermissionError(13, "Permission denied")
         except OSError as err:
-            return f"output.dir={str(path)!r} is not a writable folder ({err.strerror or err}); choose another"
+            return (
+                f"output.dir={str(path)!r} is not a writable folder ({err.strerror or err}); "
+                "choose another with output.dir=..."
+            )
     return None
 
 
@@ -125,7 +128,7 @@ def main() -> None:
     sys.argv[1:] = _expand_shorthands(sys.argv[1:])
     problem = _check_output_dir_arg(sys.argv[1:])
     if problem:
-        print(f"featvis-run: error: {problem} with output.dir=...", file=sys.stderr)
+        print(f"featvis-run: error: {problem}", file=sys.stderr)
         sys.exit(2)
     # mmengine imports pkg_resources to resolve `mmdet::` config bases; its deprecation notice is noise here.
     warnings.filterwarnings("ignore", message="pkg_resources is deprecated", category=UserWarning)

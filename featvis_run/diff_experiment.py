@@ -18,7 +18,7 @@ import numpy as np
 
 from featvis_run.diff import compare_levels, diff_map, resize_to_common
 from featvis_run.errors import ConfigError, FeatvisError
-from featvis_run.experiments import activation_cache, cache_summary, input_images, selected_inputs
+from featvis_run.experiments import activation_cache, cache_summary, input_images, named_inputs, selected_inputs
 from featvis_run.features import LevelKey
 from featvis_run.geometry import Geometry, crop_valid, valid_cells
 from featvis_run.outputs import safe_name, write_image
@@ -114,17 +114,16 @@ def run_diff(cfg: Config, out_dir: Path, resolved: dict[str, Any]) -> RunResult:
     mode = cfg.experiment.diff_mode.value
     rec_a, rec_b = cfg.recorder, cfg.recorder_b or cfg.recorder
     pairs = paired_levels(rec_a, rec_b)
-    check_inputs(cfg, many=True)
+    check_inputs(cfg)
     strict = cfg.images.paths is None
     if strict:
-        paths, ids = image_paths(cfg), None
+        inputs = named_inputs(image_paths(cfg))
     else:
         inputs = selected_inputs(cfg.images.paths, cfg.images.limit, cfg.images.shard)
-        ids, paths = [i for i, _ in inputs], [p for _, p in inputs]
     timer = Timer()
     cache = activation_cache(cfg)
     failures: list[Failure] = []
-    batches = input_images(paths, 1, strict, failures, ids)
+    batches = input_images(inputs, 1, strict, failures)
     first = next(batches, []) if strict else []  # a bad single image fails before any model is planned
     source_a = FeatureSource(cfg.model_a, rec_a, cache, timer, key="model_a")
     source_b = FeatureSource(cfg.model_b, rec_b, cache, timer, key="model_b")

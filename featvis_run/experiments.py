@@ -27,10 +27,11 @@ __all__ = [
     "activation_cache",
     "cache_summary",
     "input_images",
-    "selected_inputs",
     "list_model_layers",
+    "named_inputs",
     "progress_bar",
     "run_multi_image",
+    "selected_inputs",
     "run_single",
 ]
 
@@ -90,19 +91,23 @@ def progress_bar(total: int, enabled: bool) -> Any:
     )
 
 
+def named_inputs(paths: Sequence[Path]) -> list[tuple[str, Path]]:
+    """(output id, path) pairs: ids are the stems, made unique over ``paths``."""
+    return list(zip(unique_ids(paths), paths, strict=True))
+
+
 def selected_inputs(spec: str | Sequence[str] | None, limit: int | None, shard: str | None) -> list[tuple[str, Path]]:
     """(output id, path) of the images ``spec`` names, after ``limit`` and ``shard``. Ids are made unique over the
     whole list before sharding, so the shards of one folder write disjoint, mergeable folders."""
-    paths = collect_images(spec)
-    return select_images(list(zip(unique_ids(paths), paths, strict=True)), limit, shard)
+    return select_images(named_inputs(collect_images(spec)), limit, shard)
 
 
 def input_images(
-    paths: Sequence[Path], batch_size: int, strict: bool, failures: list[Failure], ids: Sequence[str] | None = None
+    inputs: Sequence[tuple[str, Path]], batch_size: int, strict: bool, failures: list[Failure]
 ) -> Iterator[list[InputImage]]:
     """Batches of decoded images. ``strict``: an unreadable image raises; else it is listed in ``failures``."""
     batch: list[InputImage] = []
-    for image_id, path in zip(ids or unique_ids(paths), paths, strict=True):
+    for image_id, path in inputs:
         try:
             array, sha = read_image(path, "image" if strict else "images")
         except InputError as err:
@@ -178,9 +183,8 @@ def _run_images(
     cfg: Config,
     out_dir: Path,
     resolved: dict[str, Any],
-    paths: list[Path],
+    inputs: list[tuple[str, Path]],
     experiment: str,
-    ids: Sequence[str] | None = None,
 ) -> Any:
     strict = experiment == "single"
     if cfg.images.batch_size <= 0:
@@ -189,19 +193,19 @@ def _run_images(
     timer = Timer()
     cache = activation_cache(cfg)
     failures: list[Failure] = []
-    batches = input_images(paths, cfg.images.batch_size, strict, failures, ids)
+    batches = input_images(inputs, cfg.images.batch_size, strict, failures)
     first = next(batches, []) if strict or cfg.mode is Mode.layers else None  # a bad single image fails early
     source = FeatureSource(cfg.model, cfg.recorder, cache, timer)
     if cfg.mode is Mode.layers:
         if not first:
-            raise InputError(f"no readable image among {len(paths)} inputs to list the layers with")
+            raise InputError(f"no readable image among {len(inputs)} inputs to list the layers with")
         return list_model_layers(source, first[0].array, out_dir)
     thumb_height = cfg.experiment.contact_tile if experiment != "single" and cfg.experiment.contact_sheet else 0
     run = _ImageRun(source, settings, out_dir, thumb_height)
     run.failures = failures
     begun = time.perf_counter()
-    with progress_bar(len(paths), enabled=not strict) as progress:
-        task = progress.add_task("images", total=len(paths), rate="") if progress else None
+    with progress_bar(len(inputs), enabled=not strict) as progress:
+        task = progress.add_task("images", total=len(inputs), rate="") if progress else None
         for batch in [first] if first else []:
             run.process(batch)
         for batch in batches:
@@ -231,16 +235,16 @@ def _run_images(
 
 def run_single(cfg: Config, out_dir: Path, resolved: dict[str, Any]) -> Any:
     """One image (``image``, or the demo scene) through one model: one file per recorded layer and level."""
-    return _run_images(cfg, out_dir, resolved, image_paths(cfg), "single")
+    check_inputs(cfg)
+    return _run_images(cfg, out_dir, resolved, named_inputs(image_paths(cfg)), "single")
 
 
 def run_multi_image(cfg: Config, out_dir: Path, resolved: dict[str, Any]) -> Any:
     """Many images (``images``: list, folder, glob) through one model loaded once, in batches."""
-    check_inputs(cfg, many=True)
+    check_inputs(cfg)
     spec = cfg.images.paths if cfg.images.paths is not None else cfg.image  # image=x: a run over that one file
     inputs = selected_inputs(spec, cfg.images.limit, cfg.images.shard)
-    ids, paths = [i for i, _ in inputs], [p for _, p in inputs]
-    return _run_images(cfg, out_dir, resolved, paths, "multi_image", ids)
+    return _run_images(cfg, out_dir, resolved, inputs, "multi_image")
 
 
 def _run_diff(cfg: Config, out_dir: Path, resolved: dict[str, Any]) -> Any:

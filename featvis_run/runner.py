@@ -87,18 +87,17 @@ class Timer:
 
 def image_paths(cfg: Config) -> list[Path]:
     """The input images of a single-image run (``image``, or the shipped demo scene)."""
-    check_inputs(cfg)
     return [Path(cfg.image).expanduser() if cfg.image else demo_image_path()]
 
 
-def check_inputs(cfg: Config, many: bool = False) -> None:
+def check_inputs(cfg: Config) -> None:
     """Refuse inputs the experiment would ignore: ``image`` and ``images`` together, ``images`` in a single run."""
     if cfg.image and cfg.images.paths is not None:
         raise ConfigError(
             f"image={cfg.image!r} and images={cfg.images.paths!r} are both given; keep one "
             "(image= for one file, images= for a folder, glob or list)"
         )
-    if cfg.images.paths is not None and not many and cfg.experiment.name == "single":
+    if cfg.images.paths is not None and cfg.experiment.name == "single":
         raise ConfigError(
             f"images={cfg.images.paths!r} is read by experiment=multi_image (and diff); add experiment=multi_image, "
             "or give one file as image=..."
