@@ -107,7 +107,7 @@ def mmdet_config_root() -> Path:
     return Path(mmdet.__file__).parent / ".mim" / "configs"
 
 
-def resolve_mmdet_config(ref: str) -> Path:
+def resolve_mmdet_config(ref: str, key: str = "model") -> Path:
     """A config given as a path, ``pkg://featvis_run/...``, or a name under mmdet's packaged configs."""
     if ref.startswith("pkg://"):
         return resolve_package_path(ref)
@@ -128,22 +128,22 @@ def resolve_mmdet_config(ref: str) -> Path:
     close = difflib.get_close_matches(name, names, n=4, cutoff=0.4)
     example = "retinanet/retinanet_r50_fpn_2x_coco.py"
     hint = f"closest: {', '.join(close)}" if close else f"give a config file path or a name like {example}"
-    raise ModelError(f"model.mmdet_config={ref!r} is neither a file nor a config in the installed mmdet ({hint})")
+    raise ModelError(f"{key}.mmdet_config={ref!r} is neither a file nor a config in the installed mmdet ({hint})")
 
 
-def parse_cfg_options(options: Sequence[str]) -> dict[str, Any]:
+def parse_cfg_options(options: Sequence[str], key: str = "model") -> dict[str, Any]:
     """Parse ``key=value`` strings with mmengine's ``--cfg-options`` rules (lists, tuples, dotted keys)."""
     from mmengine.config import DictAction
 
     parsed: dict[str, Any] = {}
     for opt in options:
-        key, sep, value = opt.partition("=")
-        if not sep or not key:
-            raise ModelError(f"model.cfg_options entry {opt!r} is not key=value; e.g. 'model.bbox_head.num_classes=3'")
+        name, sep, value = opt.partition("=")
+        if not sep or not name:
+            raise ModelError(f"{key}.cfg_options entry {opt!r} is not key=value; e.g. 'model.bbox_head.num_classes=3'")
         try:
-            parsed[key] = DictAction._parse_iterable(value)
+            parsed[name] = DictAction._parse_iterable(value)
         except Exception as err:  # mmengine raises bare assertion/value errors here
-            raise ModelError(f"model.cfg_options entry {opt!r}: cannot parse the value ({err})") from err
+            raise ModelError(f"{key}.cfg_options entry {opt!r}: cannot parse the value ({err})") from err
     return parsed
 
 
@@ -155,10 +155,10 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def load_checkpoint_state(path: Path, trust: bool) -> dict[str, Any]:
+def load_checkpoint_state(path: Path, trust: bool, key: str = "model") -> dict[str, Any]:
     """Read a checkpoint file; ``torch.load(weights_only=True)`` unless the user trusts the file."""
     if not path.is_file():
-        raise ModelError(f"model.checkpoint={str(path)!r}: no such file; give the path of a local .pth checkpoint")
+        raise ModelError(f"{key}.checkpoint={str(path)!r}: no such file; give the path of a local .pth checkpoint")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=not trust)
     except Exception as err:
@@ -166,30 +166,32 @@ def load_checkpoint_state(path: Path, trust: bool) -> dict[str, Any]:
         found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", msg)
         if found:
             raise ModelError(
-                f"model.checkpoint={str(path)!r} was refused by torch.load(weights_only=True): it pickles Python "
+                f"{key}.checkpoint={str(path)!r} was refused by torch.load(weights_only=True): it pickles Python "
                 f"objects besides tensors ({found.group(1)}). If you trust where the file came from, rerun with "
-                "model.trust_checkpoint=true (loading then runs the pickle's code)"
+                f"{key}.trust_checkpoint=true (loading then runs the pickle's code)"
             ) from err
         detail = msg.strip().splitlines()[-1][:120] if msg.strip() else type(err).__name__
         raise ModelError(
-            f"model.checkpoint={str(path)!r} is not a readable PyTorch checkpoint ({detail}); "
+            f"{key}.checkpoint={str(path)!r} is not a readable PyTorch checkpoint ({detail}); "
             "give a .pth file saved by torch.save"
         ) from err
     if not isinstance(ckpt, dict):
-        raise ModelError(f"model.checkpoint={str(path)!r} holds a {type(ckpt).__name__}, not a state dict")
+        raise ModelError(f"{key}.checkpoint={str(path)!r} holds a {type(ckpt).__name__}, not a state dict")
     return ckpt
 
 
-def _apply_weights(model: nn.Module, ckpt: dict[str, Any], path: Path, sha256: str | None) -> CheckpointInfo:
+def _apply_weights(
+    model: nn.Module, ckpt: dict[str, Any], path: Path, sha256: str | None, key: str = "model"
+) -> CheckpointInfo:
     state = ckpt.get("state_dict", ckpt)
     if not isinstance(state, dict):
-        raise ModelError(f"model.checkpoint={str(path)!r}: 'state_dict' is a {type(state).__name__}, not a dict")
+        raise ModelError(f"{key}.checkpoint={str(path)!r}: 'state_dict' is a {type(state).__name__}, not a dict")
     state = {k.removeprefix("module."): v for k, v in state.items() if isinstance(v, torch.Tensor)}
     own = model.state_dict()
     matched = [k for k, v in state.items() if k in own and own[k].shape == v.shape]
     if not matched:
         raise ModelError(
-            f"model.checkpoint={str(path)!r} does not fit this model: none of its {len(state)} tensors match a "
+            f"{key}.checkpoint={str(path)!r} does not fit this model: none of its {len(state)} tensors match a "
             "parameter by name and shape; check model=... (the architecture) against the checkpoint"
         )
     result = model.load_state_dict({k: state[k] for k in matched}, strict=False)
@@ -213,13 +215,13 @@ def _checkpoint_classes(ckpt: dict[str, Any]) -> tuple[str, ...] | None:
     return None
 
 
-def _check_device(device: str) -> None:
+def _check_device(device: str, key: str = "model") -> None:
     if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ModelError(f"model.device={device!r} but this torch has no usable CUDA device; use model.device=cpu")
+        raise ModelError(f"{key}.device={device!r} but this torch has no usable CUDA device; use {key}.device=cpu")
     try:
         torch.device(device)
     except RuntimeError as err:
-        raise ModelError(f"model.device={device!r} is not a torch device; use cpu or cuda:0") from err
+        raise ModelError(f"{key}.device={device!r} is not a torch device; use cpu or cuda:0") from err
 
 
 def _test_pipeline_cfg(cfg: Any, test_scale: Sequence[int] | None) -> list[dict[str, Any]]:
@@ -254,27 +256,28 @@ class ModelPlan:
     checkpoint_path: Path | None
     checkpoint_sha256: str | None
     identity: str
+    key: str = "model"  # its config key (model, model_a, model_b), named in error messages
 
 
-def plan_model(mc: ModelConfig) -> ModelPlan:
+def plan_model(mc: ModelConfig, key: str = "model") -> ModelPlan:
     """Resolve and check ``mc`` (config file, cfg-options, checkpoint file, device) without building the model."""
     from mmengine.config import Config
 
     from featvis_run.cache import stable_hash
 
-    _check_device(mc.device)
-    config_path = resolve_mmdet_config(mc.mmdet_config)
-    _check_packaged_pair(mc)
+    _check_device(mc.device, key)
+    config_path = resolve_mmdet_config(mc.mmdet_config, key)
+    _check_packaged_pair(mc, key)
     ckpt_path = resolve_package_path(mc.checkpoint) if mc.checkpoint else None
     if ckpt_path is not None and not ckpt_path.is_file():
         what = "a folder, not a file" if ckpt_path.is_dir() else "no such file"
-        raise ModelError(f"model.checkpoint={mc.checkpoint!r}: {what}; give the path of a local .pth checkpoint")
+        raise ModelError(f"{key}.checkpoint={mc.checkpoint!r}: {what}; give the path of a local .pth checkpoint")
     try:
         cfg = Config.fromfile(str(config_path))
     except Exception as err:
-        raise ModelError(f"model.mmdet_config={mc.mmdet_config!r} cannot be read: {err}") from err
+        raise ModelError(f"{key}.mmdet_config={mc.mmdet_config!r} cannot be read: {err}") from err
     if mc.cfg_options:
-        cfg.merge_from_dict(parse_cfg_options(mc.cfg_options))
+        cfg.merge_from_dict(parse_cfg_options(mc.cfg_options, key))
     if cfg.model.get("backbone", {}).get("init_cfg") is not None:
         cfg.model.backbone.init_cfg = None  # never download pretrained backbone weights
     sha = _sha256(ckpt_path) if ckpt_path else None
@@ -286,16 +289,17 @@ def plan_model(mc: ModelConfig) -> ModelPlan:
             "device": torch.device(mc.device).type,
         }
     )
-    return ModelPlan(mc, cfg, config_path, ckpt_path, sha, identity)
+    return ModelPlan(mc, cfg, config_path, ckpt_path, sha, identity, key)
 
 
-def _check_packaged_pair(mc: ModelConfig) -> None:
+def _check_packaged_pair(mc: ModelConfig, key: str) -> None:
     """The shipped demo weights only fit the shipped demo config: catch ``model.mmdet_config=x`` left on them."""
     if mc.checkpoint and mc.checkpoint.startswith("pkg://") and not mc.mmdet_config.startswith("pkg://"):
+        group = "model" if key == "model" else f"model@{key}"
         raise ModelError(
-            f"model.checkpoint={mc.checkpoint!r} holds the shipped demo model's weights, which do not fit "
-            f"model.mmdet_config={mc.mmdet_config!r}; choose the model group first (e.g. model=retinanet_r50 "
-            f"model.mmdet_config={mc.mmdet_config}), or set model.checkpoint=null (random init) or a path to yours"
+            f"{key}.checkpoint={mc.checkpoint!r} holds the shipped demo model's weights, which do not fit "
+            f"{key}.mmdet_config={mc.mmdet_config!r}; choose the model group first (e.g. {group}=retinanet_r50 "
+            f"{key}.mmdet_config={mc.mmdet_config}), or set {key}.checkpoint=null (random init) or a path to yours"
         )
 
 
@@ -326,7 +330,7 @@ def _build(plan: ModelPlan) -> Detector:
 
     start = time.perf_counter()
     mc, cfg = plan.config, plan.cfg
-    ckpt = load_checkpoint_state(plan.checkpoint_path, mc.trust_checkpoint) if plan.checkpoint_path else None
+    ckpt = load_checkpoint_state(plan.checkpoint_path, mc.trust_checkpoint, plan.key) if plan.checkpoint_path else None
     init_default_scope(cfg.get("default_scope", "mmdet"))
     from mmdet.registry import MODELS
 
@@ -340,7 +344,7 @@ def _build(plan: ModelPlan) -> Detector:
             model.init_weights()
             info = CheckpointInfo(path=None, sha256=None, seed=mc.seed)
         else:
-            info = _apply_weights(model, ckpt, plan.checkpoint_path, plan.checkpoint_sha256)
+            info = _apply_weights(model, ckpt, plan.checkpoint_path, plan.checkpoint_sha256, plan.key)
     classes = (_checkpoint_classes(ckpt) if ckpt else None) or _config_classes(cfg)
     model.to(mc.device).eval()
     return Detector(

@@ -43,7 +43,7 @@ class FeatureSource:
         from featvis_run.mmdet_adapter import plan_model
 
         self.key = key  # the config key of this model (model, model_a, model_b), for messages
-        self.plan = plan_model(mc)
+        self.plan = plan_model(mc, key)
         self.recorders, self.mappings = recorder.parsed()
         self.spec = {
             "recorders": {k: asdict(v) for k, v in self.recorders.items()},

@@ -107,3 +107,15 @@ def test_inputs_the_experiment_would_ignore_are_refused(base_args, scene_image, 
     assert_user_error(proc, f"images={str(folder)!r}", "experiment=multi_image")
     proc = run_cli(*base_args, "experiment=multi_image", f"images={folder}")
     assert_user_error(proc, "image=", "images=", "both given")
+
+
+def test_diff_errors_name_the_model_key(scene_image, tiny_config, tmp_path):
+    proc = run_cli(
+        "experiment=diff",
+        f"image={scene_image}",
+        f"model_a.mmdet_config={tiny_config}",
+        f"model_b.mmdet_config={tiny_config}",
+        f"model_b.checkpoint={tmp_path / 'missing.pth'}",
+        f"output.dir={tmp_path / 'out'}",
+    )
+    assert_user_error(proc, "model_b.checkpoint=", "missing.pth", "no such file")
