@@ -16,7 +16,7 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from featvis_run.errors import ConfigError, FeatvisError
-from featvis_run.schema import Config, register_configs
+from featvis_run.schema import Config, Mode, register_configs
 
 __all__ = ["main"]
 
@@ -54,7 +54,7 @@ def _in_multirun() -> bool:
 
 def _record_job_error(out_dir: Path, message: str) -> None:
     """In a sweep a job never raises (that would stop the sweep): its error goes to ``error.json``."""
-    from featvis_run.outputs import write_json
+    from featvis_run.store.outputs import write_json
 
     with contextlib.suppress(OSError):
         write_json(out_dir / "error.json", {"error": message}, overwrite=True)
@@ -68,14 +68,17 @@ def _main(dcfg: DictConfig) -> None:
     try:
         cfg: Config = OmegaConf.to_object(dcfg)  # typed dataclasses from here on
         resolved = OmegaConf.to_container(dcfg, resolve=True, enum_to_str=True)
-        from featvis_run.runner import run
-        from featvis_run.summary import print_layers, print_summary
-
         out_dir = _out_dir(cfg, multirun)
-        result = run(cfg, out_dir, resolved)
-        if isinstance(result, list):
-            print_layers(result, out_dir)
+        if cfg.mode is Mode.layers:
+            from featvis_run.experiments.layers import list_model_layers
+            from featvis_run.report.summary import print_layers
+
+            print_layers(list_model_layers(cfg, out_dir), out_dir)
             return
+        from featvis_run.experiments.run import run_experiment
+        from featvis_run.report.summary import print_summary
+
+        result = run_experiment(cfg, out_dir, resolved)
         print_summary(result)
         if not result.ok and not multirun:
             sys.exit(1)
@@ -136,11 +139,6 @@ def main() -> None:
         _main()
     except BrokenPipeError:  # e.g. `featvis-run --help | head`
         sys.stderr.close()
-        return
-    from featvis_run.sweep import last_sweep_failed
-
-    if last_sweep_failed():
-        sys.exit(1)
 
 
 if __name__ == "__main__":

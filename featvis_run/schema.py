@@ -14,6 +14,7 @@ from typing import Any
 from omegaconf import MISSING
 
 from featvis_run.errors import ConfigError
+from featvis_run.maps.modes import DiffMode, ReducerName
 
 __all__ = [
     "CacheConfig",
@@ -45,15 +46,6 @@ class RecorderType(str, Enum):
     function_outputs = "function_outputs"
 
 
-class ReducerName(str, Enum):
-    """How a (C, H, W) map becomes something drawable."""
-
-    pixel_wise_max = "pixel_wise_max"
-    squeeze_mean = "squeeze_mean"
-    select_max = "select_max"
-    none = "none"
-
-
 class ImageFormat(str, Enum):
     png = "png"
     jpg = "jpg"
@@ -68,10 +60,12 @@ class Mode(str, Enum):
 
 @dataclass
 class ModelConfig:
-    """An mmdet detector: config (from the installed mmdet package, or a path) and optional local checkpoint."""
+    """A model of an OpenMMLab library (``repo``): its config (packaged with the library, or a path) and an
+    optional local checkpoint."""
 
     name: str = MISSING
     mmdet_config: str = MISSING
+    repo: str = "mmdet"
     checkpoint: str | None = None
     trust_checkpoint: bool = False
     device: str = "cpu"
@@ -171,14 +165,6 @@ class OutputConfig:
     pred_score_thr: float = 0.3
     format: ImageFormat = ImageFormat.png
     min_size: int = 128
-
-
-class DiffMode(str, Enum):
-    """``abs``: |a - b|; ``signed``: a - b (diverging colormap centred on 0); ``relative``: |a - b| / (|a| + |b|)."""
-
-    abs = "abs"
-    signed = "signed"
-    relative = "relative"
 
 
 @dataclass

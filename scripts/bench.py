@@ -42,7 +42,7 @@ def timed(cmd: list[str], cwd: Path) -> tuple[float, float]:
 
 
 def bench_image(work: Path) -> Path:
-    from featvis_run.images import demo_image_path
+    from featvis_run.store.images import demo_image_path
 
     demo = demo_image_path()
     if demo.exists():
@@ -98,14 +98,15 @@ def bench_render(image_path: Path, model: str, repeats: int) -> dict:
     import torch
     from mmengine.visualization import Visualizer
 
-    from featvis_run.cache import ActivationCache
-    from featvis_run.features import LevelKey
-    from featvis_run.geometry import crop_valid
-    from featvis_run.reduce import reduce_channels
-    from featvis_run.render import RenderOptions, render_map
-    from featvis_run.runner import Timer
+    from featvis_run.drawing.render import RenderOptions, render_map
+    from featvis_run.maps.geometry import crop_valid
+    from featvis_run.maps.reduce import reduce_channels
+    from featvis_run.models.source import FeatureSource
+    from featvis_run.recording.levels import LevelKey
     from featvis_run.schema import ModelConfig, RecorderConfig
-    from featvis_run.sources import FeatureSource, InputImage
+    from featvis_run.store.cache import ActivationCache
+    from featvis_run.store.images import InputImage
+    from featvis_run.timing import Timer
 
     mmdet_config = {"retinanet_r50": "retinanet/retinanet_r50_fpn_2x_coco.py"}.get(model, model)
     source = FeatureSource(

@@ -68,11 +68,20 @@ def tiny_checkpoint(tiny_config: Path, tmp_path_factory: pytest.TempPathFactory)
     """A weights-only checkpoint of the tiny model with non-default weights and dataset_meta."""
     import torch
 
-    from featvis_run.mmdet_adapter import load_detector
+    from featvis_run.models.pool import ModelPool
+    from featvis_run.models.registry import build_model
     from featvis_run.schema import ModelConfig
 
-    det = load_detector(ModelConfig(name="tiny", mmdet_config=str(tiny_config), seed=123))
+    det, _ = build_model(ModelConfig(name="tiny", mmdet_config=str(tiny_config), seed=123), ModelPool())
     path = tmp_path_factory.mktemp("ckpt") / "tiny.pth"
     meta = {"dataset_meta": {"classes": ["x", "y", "z"]}}
     torch.save({"state_dict": det.model.state_dict(), "meta": meta}, path)
     return path
+
+
+@pytest.fixture(autouse=True)
+def _fresh_model_pool() -> None:
+    """No test reuses a model another test built in this process (in-process reuse is tested explicitly)."""
+    from featvis_run.models.pool import shared_pool
+
+    shared_pool().clear()

@@ -7,10 +7,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from featvis_run.cache import ActivationCache, ImageFeatures
-from featvis_run.features import LevelKey
-from featvis_run.geometry import Geometry
-from featvis_run.render import Detections
+from featvis_run.maps.geometry import Geometry
+from featvis_run.models.base import ImageFeatures
+from featvis_run.predictions import Detections
+from featvis_run.recording.levels import LevelKey
+from featvis_run.store.cache import ActivationCache
 
 from .test_cli import run_cli
 

@@ -8,8 +8,9 @@ from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
 
 from featvis_run.errors import ConfigError
-from featvis_run.runner import DrawSettings
-from featvis_run.schema import Config, RecorderType, ReducerName, register_configs
+from featvis_run.experiments.settings import DrawSettings
+from featvis_run.maps.modes import ReducerName
+from featvis_run.schema import Config, RecorderType, register_configs
 
 from .conftest import CONF_DIR
 
@@ -50,8 +51,9 @@ def test_defaults():
 
 
 def test_model_configs_name_mmdet_configs_that_exist_in_installed_mmdet():
-    from featvis_run.mmdet_adapter import resolve_mmdet_config
+    from featvis_run.models.mmdet import MmdetAdapter
 
+    resolve_mmdet_config = MmdetAdapter().resolve_config
     for option in _options("model"):
         cfg = _compose(f"model={option}")
         assert Path(resolve_mmdet_config(cfg.model.mmdet_config)).is_file()

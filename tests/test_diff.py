@@ -3,7 +3,8 @@ import json
 import numpy as np
 import pytest
 
-from featvis_run.diff import (
+from featvis_run.errors import ConfigError
+from featvis_run.maps.diff import (
     LevelComparison,
     compare_levels,
     cosine_similarity,
@@ -13,7 +14,6 @@ from featvis_run.diff import (
     mean_abs_diff,
     resize_to_common,
 )
-from featvis_run.errors import ConfigError
 
 
 def feat(c=4, h=5, w=6, seed=0):
@@ -244,7 +244,7 @@ def test_compare_levels_different_channel_counts():
 
 @pytest.mark.parametrize("channels", [1, 3, 5, 130, 256])
 def test_resize_to_common_handles_many_channels_and_non_integer_scales(channels):
-    from featvis_run.diff import resize_to_common
+    from featvis_run.maps.diff import resize_to_common
 
     rng = np.random.default_rng(channels)
     a = rng.normal(size=(channels, 25, 38)).astype(np.float32)

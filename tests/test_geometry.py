@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from featvis_run.geometry import Geometry, crop_valid, feature_stride, upsample_to_canvas, valid_cells
+from featvis_run.maps.geometry import Geometry, crop_valid, feature_stride, upsample_to_canvas, valid_cells
 
 
 @pytest.mark.parametrize(

@@ -8,13 +8,18 @@ import pytest
 import torch
 
 from featvis_run.errors import ModelError
-from featvis_run.mmdet_adapter import (
-    load_detector,
-    parse_cfg_options,
-    resolve_mmdet_config,
-    run_batch,
-)
+from featvis_run.models.mmdet import MmdetAdapter
+from featvis_run.models.openmmlab import parse_cfg_options
+from featvis_run.models.pool import ModelPool
+from featvis_run.models.registry import build_model, run_batch
 from featvis_run.schema import ModelConfig
+
+resolve_mmdet_config = MmdetAdapter().resolve_config
+
+
+def load_detector(mc: ModelConfig):
+    """Build ``mc`` afresh (a pool of its own: nothing reused from other tests)."""
+    return build_model(mc, ModelPool())[0]
 
 
 def tiny(tiny_config: Path, **kw) -> ModelConfig:
@@ -50,7 +55,7 @@ def test_random_init_is_seeded_and_reproducible(tiny_config):
 
 def test_cfg_options_are_merged_into_the_mmdet_config(tiny_config):
     det = load_detector(tiny(tiny_config, cfg_options=["model.test_cfg.score_thr=0.5"]))
-    assert det.cfg.model.test_cfg.score_thr == 0.5
+    assert det.plan.cfg.model.test_cfg.score_thr == 0.5
 
 
 def test_checkpoint_loads_weights_only_with_sha256_and_classes(tiny_config, tiny_checkpoint):

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from featvis_run.errors import ConfigError, InputError
-from featvis_run.experiments import selected_inputs
-from featvis_run.images import collect_images, select_images
+from featvis_run.experiments.inputs import selected_inputs
+from featvis_run.store.images import collect_images, select_images
 
 from .test_cli import run_cli
 
@@ -64,11 +64,12 @@ def test_limit_and_shard():
 
 
 def test_batched_maps_equal_one_by_one_for_images_of_different_sizes(tiny_config):
-    from featvis_run.cache import ActivationCache
-    from featvis_run.geometry import crop_valid
-    from featvis_run.runner import Timer
+    from featvis_run.maps.geometry import crop_valid
+    from featvis_run.models.source import FeatureSource
     from featvis_run.schema import ModelConfig, RecorderConfig
-    from featvis_run.sources import FeatureSource, InputImage
+    from featvis_run.store.cache import ActivationCache
+    from featvis_run.store.images import InputImage
+    from featvis_run.timing import Timer
 
     mc = ModelConfig(name="tiny", mmdet_config=str(tiny_config), test_scale=[160, 160])
     recorder = RecorderConfig(name="fpn", recorders={"neck": {"source": "neck"}})

@@ -5,8 +5,10 @@ import torch
 from torch import nn
 
 from featvis_run.errors import RecordingError
-from featvis_run.features import LevelKey, extract_levels
-from featvis_run.recorder import FeatureRecorder, find_module, list_layers, select_record
+from featvis_run.recording.layers import list_layers
+from featvis_run.recording.levels import LevelKey, extract_levels
+from featvis_run.recording.recorder import FeatureRecorder, find_module
+from featvis_run.recording.select import select_record
 from featvis_run.schema import MappingSpec, RecorderSpec, RecorderType
 
 

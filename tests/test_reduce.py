@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from featvis_run.errors import ConfigError
-from featvis_run.reduce import reduce_channels, standardize, topk_channels
+from featvis_run.maps.reduce import reduce_channels, standardize, topk_channels
 
 
 def feat(c=6, h=4, w=5, seed=0):

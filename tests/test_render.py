@@ -6,21 +6,14 @@ import pytest
 import torch
 from mmengine.visualization import Visualizer
 
+from featvis_run.drawing.boxes import draw_detections
+from featvis_run.drawing.colour import blend, colorize
+from featvis_run.drawing.layout import auto_arrangement, check_arrangement, magnify, tile_grid
+from featvis_run.drawing.render import RenderOptions, render_map
 from featvis_run.errors import ConfigError
-from featvis_run.geometry import Geometry
-from featvis_run.reduce import reduce_channels
-from featvis_run.render import (
-    Detections,
-    RenderOptions,
-    auto_arrangement,
-    blend,
-    check_arrangement,
-    colorize,
-    draw_detections,
-    magnify,
-    render_map,
-    tile_grid,
-)
+from featvis_run.maps.geometry import Geometry
+from featvis_run.maps.reduce import reduce_channels
+from featvis_run.predictions import Detections
 
 
 def _feat_and_image(c=16, h=24, w=32, img_hw=None, seed=0):

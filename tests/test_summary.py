@@ -2,8 +2,8 @@
 
 from pathlib import Path
 
-from featvis_run.results import ImageRecord, MapRecord, RunResult
-from featvis_run.summary import _levels_table, make_console
+from featvis_run.report.summary import _levels_table, make_console
+from featvis_run.store.manifest import ImageRecord, MapRecord, RunResult
 
 
 def _record(image: str, shape: tuple[int, int, int], valid_hw: tuple[int, int]) -> MapRecord:

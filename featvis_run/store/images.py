@@ -6,6 +6,7 @@ import glob
 import hashlib
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
@@ -15,21 +16,26 @@ import numpy as np
 from featvis_run.errors import ConfigError, InputError
 from featvis_run.paths import PACKAGE_DIR
 
-__all__ = ["IMAGE_EXTENSIONS", "collect_images", "demo_image_path", "load_image", "read_image", "select_images"]
+__all__ = ["IMAGE_EXTENSIONS", "InputImage", "collect_images", "demo_image_path", "read_image", "select_images"]
 
 T = TypeVar("T")
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
 
+@dataclass(frozen=True)
+class InputImage:
+    """A decoded input image with its output folder name and the sha256 of its file (part of the cache key)."""
+
+    image_id: str
+    path: Path
+    array: np.ndarray
+    sha256: str
+
+
 def demo_image_path() -> Path:
     """The demo scene shipped with the package (the default ``image``)."""
     return PACKAGE_DIR / "assets" / "demo_scene.png"
-
-
-def load_image(path: Path, key: str = "image") -> np.ndarray:
-    """Decode ``path`` as a BGR uint8 image; ``key`` names the config key in error messages."""
-    return read_image(path, key)[0]
 
 
 def _decode(data: bytes) -> np.ndarray | None:

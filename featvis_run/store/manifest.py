@@ -6,7 +6,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from featvis_run.outputs import write_json
+from featvis_run.store.outputs import write_json
 
 __all__ = ["Failure", "ImageRecord", "MapRecord", "ModelRecord", "RunResult"]
 
@@ -29,6 +29,8 @@ class MapRecord:
 
 @dataclass(frozen=True)
 class ImageRecord:
+    """An input image that was drawn: its path, original and network-input sizes, and boxes drawn."""
+
     path: str
     size_hw: tuple[int, int]
     input_hw: tuple[int, int]
@@ -45,7 +47,10 @@ class Failure:
 
 @dataclass(frozen=True)
 class ModelRecord:
+    """The manifest's description of a model: name, library, config, weights, device and checkpoint key match."""
+
     name: str
+    repo: str
     mmdet_config: str
     checkpoint: str | None
     sha256: str | None

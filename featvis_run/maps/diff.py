@@ -18,9 +18,9 @@ import cv2
 import numpy as np
 
 from featvis_run.errors import ConfigError
+from featvis_run.maps.modes import DiffMode
 
 __all__ = [
-    "DIFF_MODES",
     "LevelComparison",
     "compare_levels",
     "cosine_similarity",
@@ -30,8 +30,6 @@ __all__ = [
     "mean_abs_diff",
     "resize_to_common",
 ]
-
-DIFF_MODES = ("abs", "signed", "relative")
 
 # A channel counts as constant when its centered norm is below this fraction of its raw norm (rounding residue).
 _CONST_RTOL = 1e-10
@@ -81,8 +79,8 @@ def resize_to_common(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarr
 
 def diff_map(a: np.ndarray, b: np.ndarray, mode: str, eps: float = 1e-6) -> np.ndarray:
     """Element-wise difference of equal-shape maps: ``abs`` |a-b|, ``signed`` a-b, ``relative`` |a-b|/(|a|+|b|+eps)."""
-    if mode not in DIFF_MODES:
-        raise ConfigError(f"diff mode {mode!r} is unknown: use one of {', '.join(DIFF_MODES)}")
+    if mode not in {m.value for m in DiffMode}:
+        raise ConfigError(f"diff mode {mode!r} is unknown: use one of {', '.join(m.value for m in DiffMode)}")
     _check_same_shape(a, b, f"diff_map(mode={mode!r})")
     dtype = np.result_type(a.dtype, b.dtype, np.float32)
     a, b = a.astype(dtype, copy=False), b.astype(dtype, copy=False)

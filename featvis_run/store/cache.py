@@ -9,7 +9,6 @@ truncated file) is deleted and recomputed.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 from dataclasses import dataclass, field
@@ -19,24 +18,17 @@ from typing import Any
 
 import numpy as np
 
-from featvis_run.features import LevelKey
-from featvis_run.geometry import Geometry
-from featvis_run.outputs import write_bytes
-from featvis_run.render import Detections
+from featvis_run.hashing import stable_hash
+from featvis_run.maps.geometry import Geometry
+from featvis_run.models.base import ImageFeatures
+from featvis_run.predictions import Detections
+from featvis_run.recording.levels import LevelKey
+from featvis_run.store.outputs import write_bytes
 
-__all__ = ["ActivationCache", "CacheStats", "ImageFeatures", "library_versions", "stable_hash"]
+__all__ = ["ActivationCache", "CacheStats", "library_versions"]
 
 _LIBRARIES = ("featvis-run", "torch", "mmcv", "mmdet", "mmengine", "numpy")
 _FORMAT = 1
-
-
-@dataclass(frozen=True)
-class ImageFeatures:
-    """One image's recorded maps (uncropped, (C, H, W) each), its geometry and the detector's predictions."""
-
-    geometry: Geometry
-    detections: Detections
-    features: dict[LevelKey, np.ndarray]
 
 
 @dataclass
@@ -56,12 +48,6 @@ def library_versions() -> dict[str, str]:
         except metadata.PackageNotFoundError:
             out[name] = "missing"
     return out
-
-
-def stable_hash(obj: Any) -> str:
-    """sha256 of a JSON rendering with sorted keys (non-JSON values via ``str``)."""
-    text = json.dumps(obj, sort_keys=True, default=str, separators=(",", ":"))
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 def _encode(item: ImageFeatures) -> bytes:

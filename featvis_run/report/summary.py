@@ -8,7 +8,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from featvis_run.results import RunResult
+from featvis_run.store.manifest import RunResult
 
 __all__ = ["make_console", "print_layers", "print_summary"]
 

@@ -13,10 +13,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from featvis_run.errors import ConfigError
+from featvis_run.maps.modes import ReducerName
 
-__all__ = ["REDUCERS", "ReducedMap", "reduce_channels", "standardize", "topk_channels"]
-
-REDUCERS = ("pixel_wise_max", "squeeze_mean", "select_max", "none")
+__all__ = ["ReducedMap", "reduce_channels", "standardize", "topk_channels"]
 
 
 @dataclass(frozen=True)
@@ -60,7 +59,17 @@ def topk_channels(feat: np.ndarray, k: int) -> tuple[int, ...]:
 
 
 def reduce_channels(feat: np.ndarray, reducer: str, topk: int = 20, where: str = "feature map") -> ReducedMap:
-    """Reduce a (C, H, W) map with ``reducer``; ``where`` names the map in error messages."""
+    """Reduce a (C, H, W) map to something drawable.
+
+    Args:
+        feat: the (C, H, W) map.
+        reducer: a :class:`~featvis_run.maps.modes.ReducerName` value.
+        topk: channels to keep with ``none`` (-1: a 1- or 3-channel map as it is); ignored by the others.
+        where: the map's name in error messages and notes.
+
+    Returns:
+        The :class:`ReducedMap`; a ConfigError for an impossible request.
+    """
     _check_chw(feat)
     c = feat.shape[0]
     if reducer == "pixel_wise_max":
@@ -70,8 +79,8 @@ def reduce_channels(feat: np.ndarray, reducer: str, topk: int = 20, where: str =
     if reducer == "select_max":
         (idx,) = topk_channels(feat, 1)
         return ReducedMap(feat[idx : idx + 1], (idx,), reducer)
-    if reducer != "none":
-        raise ConfigError(f"reducer={reducer!r} is unknown; choose one of {', '.join(REDUCERS)}")
+    if reducer != ReducerName.none.value:
+        raise ConfigError(f"reducer={reducer!r} is unknown; choose one of {', '.join(r.value for r in ReducerName)}")
     if topk == -1:
         if c not in (1, 3):
             raise ConfigError(

@@ -3,6 +3,7 @@
 Works with any launcher (in-process, joblib, submitit), since it reads each job's ``.hydra/overrides.yaml`` and its
 ``manifest.json`` (or ``error.json``) rather than in-process state. Writes ``summary.json``, ``summary.csv`` and an
 ``index.html`` gallery (rows: one swept key, columns: the others) into the sweep folder and prints the table.
+A sweep with a job that did not end ``ok`` exits with status 1 once the summary is written.
 """
 
 from __future__ import annotations
@@ -12,16 +13,17 @@ import html
 import io
 import json
 import os
+import sys
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from featvis_run.outputs import write_bytes, write_json
+from hydra.experimental.callback import Callback
 
-__all__ = ["JobRow", "SweepSummaryCallback", "build_summary", "last_sweep_failed", "write_summary"]
+from featvis_run.store.outputs import write_bytes, write_json
 
-_STATE = {"failed": False}
+__all__ = ["JobRow", "SweepSummaryCallback", "build_summary", "write_summary"]
 
 
 @dataclass(frozen=True)
@@ -196,7 +198,7 @@ def write_summary(sweep_dir: Path, print_table: bool = True) -> list[JobRow]:
 def _print(rows: Sequence[JobRow], sweep_dir: Path) -> None:
     from rich.table import Table
 
-    from featvis_run.summary import make_console
+    from featvis_run.report.summary import make_console
 
     table = Table(title=f"sweep: {len(rows)} jobs, {sum(r.forward_passes for r in rows)} forward passes")
     for col in ("job", "status", "outputs", "cache hit", "forward passes", "seconds", "error"):
@@ -210,20 +212,11 @@ def _print(rows: Sequence[JobRow], sweep_dir: Path) -> None:
     console.print(f"[bold]sweep[/] {sweep_dir}  (summary.json, summary.csv, index.html)")
 
 
-def last_sweep_failed() -> bool:
-    """Whether the last multirun in this process had a job that did not end ``ok``."""
-    return _STATE["failed"]
-
-
-try:
-    from hydra.experimental.callback import Callback
-except ImportError:  # pragma: no cover - hydra < 1.1
-    Callback = object  # type: ignore[assignment,misc]
-
-
-class SweepSummaryCallback(Callback):  # type: ignore[misc]
-    """Hydra callback: writes the sweep summary when a multirun ends (registered in ``conf/config.yaml``)."""
+class SweepSummaryCallback(Callback):
+    """Hydra callback (registered in ``conf/config.yaml``): writes the sweep summary when a multirun ends, then
+    ends the process with status 1 if a job failed (Hydra's callbacks swallow exceptions, not ``SystemExit``)."""
 
     def on_multirun_end(self, config: Any, **kwargs: Any) -> None:
         rows = write_summary(Path(config.hydra.sweep.dir))
-        _STATE["failed"] = any(r.status != "ok" for r in rows)
+        if any(r.status != "ok" for r in rows):
+            sys.exit(1)

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from featvis_run.errors import RecordingError
-from featvis_run.recorder import select_record
+from featvis_run.recording.select import select_record
 from featvis_run.schema import MappingSpec, RecorderSpec
 
 __all__ = ["LevelKey", "extract_levels"]

@@ -1,33 +1,25 @@
-"""Where feature maps come from: the activation cache, or a lazily built detector with its recorder attached."""
+"""Where feature maps come from: the activation cache, or a lazily built model with its recorders attached."""
 
 from __future__ import annotations
 
 import os
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
-from pathlib import Path
-from typing import Any
+from dataclasses import asdict
 
 import numpy as np
 
-from featvis_run.cache import ActivationCache, ImageFeatures
-from featvis_run.features import extract_levels
-from featvis_run.results import ModelRecord
-from featvis_run.runner import Timer
+from featvis_run.models.base import BuiltModel, ImageFeatures
+from featvis_run.models.pool import ModelPool
+from featvis_run.models.registry import build_model, plan_model, run_batch
+from featvis_run.recording.levels import extract_levels
 from featvis_run.schema import ModelConfig, RecorderConfig
+from featvis_run.store.cache import ActivationCache
+from featvis_run.store.images import InputImage
+from featvis_run.store.manifest import ModelRecord
+from featvis_run.timing import Timer
 
-__all__ = ["FeatureSource", "InputImage"]
-
-
-@dataclass(frozen=True)
-class InputImage:
-    """A decoded input image with its output folder name and the sha256 of its file (part of the cache key)."""
-
-    image_id: str
-    path: Path
-    array: np.ndarray
-    sha256: str
+__all__ = ["FeatureSource"]
 
 
 class FeatureSource:
@@ -35,24 +27,36 @@ class FeatureSource:
 
     The model is planned (config resolved, checkpoint hashed) up front but only built on the first cache miss, so a
     job whose images are all cached never builds it. :attr:`forward_passes` counts model calls (batches).
+
+    Args:
+        mc: the model's config group.
+        recorder: the recorder config group (recorders and mappings).
+        cache: the activation cache (possibly disabled).
+        timer: where phase timings go.
+        key: the model's config key (``model``, ``model_a``, ``model_b``), for messages.
+        pool: where built models are kept for reuse (default: this process's).
     """
 
     def __init__(
-        self, mc: ModelConfig, recorder: RecorderConfig, cache: ActivationCache, timer: Timer, key: str = "model"
+        self,
+        mc: ModelConfig,
+        recorder: RecorderConfig,
+        cache: ActivationCache,
+        timer: Timer,
+        key: str = "model",
+        pool: ModelPool | None = None,
     ):
-        from featvis_run.mmdet_adapter import plan_model
-
-        self.key = key  # the config key of this model (model, model_a, model_b), for messages
+        self.key = key
         self.plan = plan_model(mc, key)
         self.recorders, self.mappings = recorder.parsed()
         self.spec = {
             "recorders": {k: asdict(v) for k, v in self.recorders.items()},
             "mappings": {k: asdict(v) for k, v in self.mappings.items()},
         }
-        self.cache, self.timer = cache, timer
+        self.cache, self.timer, self.pool = cache, timer, pool
         self.forward_passes = 0
         self.classes: tuple[str, ...] = ()
-        self._det: Any = None
+        self._built: BuiltModel | None = None
 
     @property
     def name(self) -> str:
@@ -62,15 +66,14 @@ class FeatureSource:
     def random_init(self) -> bool:
         return self.plan.checkpoint_path is None
 
-    def detector(self) -> Any:
-        """The built detector (built, or reused from earlier in this process, on first use)."""
-        if self._det is None:
-            from featvis_run.mmdet_adapter import load_detector
-
+    def model(self) -> BuiltModel:
+        """The built model (built, or reused from earlier in this process, on first use)."""
+        if self._built is None:
             started = time.perf_counter()
-            self._det = load_detector(self.plan)
-            self.timer.add("model_load", started)
-        return self._det
+            self._built, reused = build_model(self.plan, self.pool)
+            if not reused:
+                self.timer.add("model_load", started)
+        return self._built
 
     def features(self, images: Sequence[InputImage]) -> list[ImageFeatures]:
         """Each image's maps, detections and geometry; cache misses run through the model as one batch."""
@@ -92,14 +95,13 @@ class FeatureSource:
         return items
 
     def _forward(self, arrays: Sequence[np.ndarray]) -> list[ImageFeatures]:
-        from featvis_run.mmdet_adapter import run_batch
-        from featvis_run.recorder import FeatureRecorder
+        from featvis_run.recording.recorder import FeatureRecorder
 
-        det = self.detector()
-        recorder = FeatureRecorder(det.model, self.recorders)
+        built = self.model()
+        recorder = FeatureRecorder(built.model, self.recorders)
         started = time.perf_counter()
         with recorder:
-            results = run_batch(det, arrays)
+            results = run_batch(built, arrays)
         self.forward_passes += 1
         self.timer.add("forward", started)
         levels = extract_levels(recorder.records, self.recorders, self.mappings, batch=len(arrays))
@@ -110,16 +112,17 @@ class FeatureSource:
 
     def model_record(self) -> ModelRecord:
         """The manifest's description of the model (key-match counts only when it was built in this job)."""
-        plan, mc, det = self.plan, self.plan.config, self._det
-        ck = det.checkpoint if det is not None else None
+        plan, mc, built = self.plan, self.plan.config, self._built
+        ck = built.checkpoint if built is not None else None
         return ModelRecord(
             name=mc.name,
+            repo=plan.repo,
             mmdet_config=str(plan.config_path),
             checkpoint=os.path.abspath(plan.checkpoint_path) if plan.checkpoint_path else None,
             sha256=plan.checkpoint_sha256,
             seed=mc.seed if self.random_init else None,
             device=mc.device,
-            num_classes=len(det.classes if det is not None else self.classes),
+            num_classes=len(built.classes if built is not None else self.classes),
             matched_keys=ck.matched_keys if ck else None,
             missing_keys=ck.missing_keys if ck else None,
             unexpected_keys=ck.unexpected_keys if ck else None,

@@ -12,16 +12,15 @@ import difflib
 import importlib
 import inspect
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
 
 from featvis_run.errors import RecordingError
-from featvis_run.schema import MappingSpec, RecorderSpec, RecorderType
+from featvis_run.schema import RecorderSpec, RecorderType
 
-__all__ = ["FeatureRecorder", "LayerInfo", "find_module", "list_layers", "select_record"]
+__all__ = ["FeatureRecorder", "find_module"]
 
 
 def find_module(model: nn.Module, name: str) -> nn.Module:
@@ -116,88 +115,3 @@ class FeatureRecorder:
     def __exit__(self, *exc: object) -> None:
         while self._undo:
             self._undo.pop()()
-
-    def clear(self) -> None:
-        """Forget what was recorded (hooks stay installed)."""
-        for store in self.records.values():
-            store.clear()
-
-
-def select_record(records: Mapping[str, list[Any]], level: str, mapping: MappingSpec) -> Any:
-    """The value a mapping names: call ``record_idx`` of ``recorder``, element ``data_idx`` (if set)."""
-    if mapping.recorder not in records:
-        raise RecordingError(
-            f"mapping {level!r} names recorder={mapping.recorder!r}, which is not defined; "
-            f"defined recorders: {', '.join(records) or 'none'}"
-        )
-    calls = records[mapping.recorder]
-    if not -len(calls) <= mapping.record_idx < len(calls):
-        raise RecordingError(
-            f"mapping {level!r}: record_idx={mapping.record_idx} but recorder {mapping.recorder!r} recorded "
-            f"{len(calls)} call(s); use a record_idx below {len(calls)}"
-        )
-    data = calls[mapping.record_idx]
-    if mapping.data_idx is None:
-        return data
-    if not isinstance(data, (tuple, list)):
-        raise RecordingError(
-            f"mapping {level!r}: data_idx={mapping.data_idx} but recorder {mapping.recorder!r} recorded a single "
-            f"{type(data).__name__}, not a tuple; remove data_idx"
-        )
-    if not -len(data) <= mapping.data_idx < len(data):
-        raise RecordingError(
-            f"mapping {level!r}: data_idx={mapping.data_idx} is out of range: recorder {mapping.recorder!r} "
-            f"recorded a tuple of {len(data)}; use a data_idx below {len(data)}"
-        )
-    return data[mapping.data_idx]
-
-
-@dataclass(frozen=True)
-class LayerInfo:
-    """A module's name, class, the shapes of the tensors its first call output, and how many times it was called
-    in one forward pass (``record_idx`` picks among those calls)."""
-
-    name: str
-    type: str
-    shapes: tuple[tuple[int, ...], ...]
-    params: int
-    calls: int = 0
-
-
-def _shapes(x: Any) -> tuple[tuple[int, ...], ...]:
-    if isinstance(x, torch.Tensor):
-        return (tuple(x.shape),)
-    if isinstance(x, (tuple, list)):
-        return tuple(s for v in x for s in _shapes(v))
-    return ()
-
-
-def list_layers(model: nn.Module, run: Callable[[], Any]) -> list[LayerInfo]:
-    """Every named module with the shapes it outputs while ``run()`` executes (hooks removed afterwards)."""
-    seen: dict[str, tuple[tuple[int, ...], ...]] = {}
-    calls: dict[str, int] = {}
-
-    def hook_for(name: str) -> Callable[..., None]:
-        def hook(module: nn.Module, args: Any, output: Any) -> None:  # must return None: keeps the output
-            seen.setdefault(name, _shapes(output))
-            calls[name] = calls.get(name, 0) + 1
-
-        return hook
-
-    handles = [m.register_forward_hook(hook_for(name)) for name, m in model.named_modules() if name]
-    try:
-        run()
-    finally:
-        for h in handles:
-            h.remove()
-    return [
-        LayerInfo(
-            name,
-            type(m).__name__,
-            seen.get(name, ()),
-            sum(p.numel() for p in m.parameters(recurse=True)),
-            calls.get(name, 0),
-        )
-        for name, m in model.named_modules()
-        if name
-    ]

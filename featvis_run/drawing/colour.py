@@ -1,0 +1,57 @@
+"""Colour-mapping maps and blending them on images. All images are uint8 BGR (OpenCV's order).
+
+Maps are min-max scaled per map to 0..255 and colour-mapped (JET by default), as MMEngine's
+``Visualizer.draw_featmap`` does.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from featvis_run.errors import ConfigError
+
+__all__ = ["blend", "colorize", "colorize_signed", "colormap_id", "to_uint8"]
+
+
+def colormap_id(name: str) -> int:
+    """OpenCV's colormap constant for ``name`` (case-insensitive), or a ConfigError listing the valid names."""
+    code = getattr(cv2, f"COLORMAP_{name.upper()}", None)
+    if code is None:
+        valid = sorted(k[len("COLORMAP_") :].lower() for k in dir(cv2) if k.startswith("COLORMAP_"))
+        raise ConfigError(f"output.colormap={name!r} is not an OpenCV colormap; choose one of {', '.join(valid)}")
+    return int(code)
+
+
+def to_uint8(a: np.ndarray) -> np.ndarray:
+    """Min-max scale to 0..255 over the whole array (cv2.NORM_MINMAX, truncated as MMEngine does)."""
+    norm = cv2.normalize(a.astype(np.float32), None, 0, 255, cv2.NORM_MINMAX)
+    return np.asarray(norm, dtype=np.uint8)
+
+
+def colorize(map2d: np.ndarray, colormap: str = "jet") -> np.ndarray:
+    """A (H, W) float map as a colour-mapped BGR image, min-max scaled."""
+    return cv2.applyColorMap(to_uint8(map2d), colormap_id(colormap))
+
+
+def _coolwarm_lut() -> np.ndarray:
+    """A blue-white-red diverging lookup table (256 x 1 x 3, BGR) for signed maps."""
+    stops = np.array([[59, 76, 192], [221, 221, 221], [180, 4, 38]], np.float32)  # RGB: blue, grey-white, red
+    t = np.linspace(0.0, 2.0, 256)[:, None]
+    rgb = np.where(t <= 1.0, stops[0] + (stops[1] - stops[0]) * t, stops[1] + (stops[2] - stops[1]) * (t - 1.0))
+    return np.ascontiguousarray(rgb[:, ::-1].round().astype(np.uint8).reshape(256, 1, 3))
+
+
+def colorize_signed(map2d: np.ndarray) -> np.ndarray:
+    """A signed (H, W) map with a diverging colormap centred on 0: blue < 0 < red, scaled by max |value|."""
+    peak = float(np.abs(map2d).max())
+    scaled = map2d / peak if peak > 0 else np.zeros_like(map2d)
+    u8 = np.clip(np.round(127.5 + 127.5 * scaled), 0, 255).astype(np.uint8)
+    return cv2.applyColorMap(u8, _coolwarm_lut())
+
+
+def blend(image: np.ndarray, heat: np.ndarray, alpha: float) -> np.ndarray:
+    """``(1 - alpha) * image + alpha * heat``, as ``cv2.addWeighted``."""
+    if not 0.0 <= alpha <= 1.0:
+        raise ConfigError(f"output.alpha={alpha} must be within [0, 1]")
+    return cv2.addWeighted(image, 1.0 - alpha, heat, alpha, 0)

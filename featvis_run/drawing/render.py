@@ -1,0 +1,106 @@
+"""Drawing one reduced map: a heatmap at its own resolution, or aligned and blended on the image, as a single map,
+a top-k grid or an RGB image, with the detector's boxes on single overlays. Pure, no file I/O."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from featvis_run.drawing.boxes import draw_detections
+from featvis_run.drawing.colour import blend, colorize, colorize_signed, to_uint8
+from featvis_run.drawing.layout import check_arrangement, magnify, tile_grid
+from featvis_run.maps.geometry import Geometry, upsample_to_canvas
+from featvis_run.maps.reduce import ReducedMap
+from featvis_run.predictions import Detections
+
+__all__ = ["RenderOptions", "render_map"]
+
+
+@dataclass(frozen=True)
+class RenderOptions:
+    """Drawing options, from the ``output`` and ``layout`` config groups."""
+
+    overlaid: bool = True
+    alpha: float = 0.5
+    resize_shape: tuple[int, int] | None = None
+    colormap: str = "jet"
+    min_size: int = 128
+    arrangement: tuple[int, int] | None = None
+    min_tile: int = 64
+    max_tile: int | None = 320  # long side of an overlaid grid tile (the image is shrunk to it); None: image size
+    gap: int = 2
+    label: bool = True
+    signed: bool = False  # diverging colormap centred on 0 (signed diffs) instead of min-max scaling
+
+
+def _shrink(image: np.ndarray, max_side: int | None) -> np.ndarray:
+    """``image`` scaled down (never up) so its long side is at most ``max_side``."""
+    h, w = image.shape[:2]
+    if not max_side or max(h, w) <= max_side:
+        return image
+    s = max_side / max(h, w)
+    return cv2.resize(image, (max(1, round(w * s)), max(1, round(h * s))), interpolation=cv2.INTER_AREA)
+
+
+def _canvas_image(image: np.ndarray, opts: RenderOptions) -> np.ndarray:
+    if opts.resize_shape is None:
+        return image
+    h, w = opts.resize_shape
+    return cv2.resize(image, (w, h), interpolation=cv2.INTER_LINEAR)
+
+
+def _draw_one(
+    map2d: np.ndarray, feat_hw: tuple[int, int], geom: Geometry, canvas: np.ndarray | None, opts: RenderOptions
+) -> np.ndarray:
+    """One (H, W) map as a heatmap: blended on ``canvas`` when given, else at its own resolution."""
+    if canvas is not None:
+        up = upsample_to_canvas(map2d, feat_hw, geom, canvas.shape[:2])
+        return blend(canvas, _colorize(up, opts), opts.alpha)
+    if opts.resize_shape is not None:
+        h, w = opts.resize_shape
+        map2d = cv2.resize(map2d.astype(np.float32), (w, h), interpolation=cv2.INTER_LINEAR)
+    return _colorize(map2d, opts)
+
+
+def _colorize(map2d: np.ndarray, opts: RenderOptions) -> np.ndarray:
+    return colorize_signed(map2d) if opts.signed else colorize(map2d, opts.colormap)
+
+
+def render_map(
+    reduced: ReducedMap,
+    feat_hw: tuple[int, int],
+    geom: Geometry,
+    image: np.ndarray | None,
+    opts: RenderOptions,
+    detections: Detections | None = None,
+) -> np.ndarray:
+    """Draw a reduced, valid-cropped map.
+
+    ``feat_hw`` is the recorded map's full size (before cropping) and ``geom`` its placement on ``image``
+    (the original BGR image). Overlaid maps are drawn at the image's size (or ``resize_shape``); detector boxes
+    are drawn on single overlaid maps only, never on grids.
+    """
+    canvas = _canvas_image(image, opts) if opts.overlaid and image is not None else None
+    if reduced.kind == "grid":
+        rows, cols = check_arrangement(len(reduced.channels), opts.arrangement)
+        canvas = _shrink(canvas, opts.max_tile) if canvas is not None else None
+        tiles = [_draw_one(m, feat_hw, geom, canvas, opts) for m in reduced.maps]
+        tiles = [magnify(t, opts.min_tile) for t in tiles] if canvas is None else tiles
+        labels = [f"ch {c}" for c in reduced.channels] if opts.label else []
+        return tile_grid(tiles, labels, rows, cols, opts.gap)
+    if reduced.kind == "image":
+        rgb = reduced.maps
+        if canvas is not None:
+            rgb = np.stack([upsample_to_canvas(ch, feat_hw, geom, canvas.shape[:2]) for ch in rgb])
+        bgr = cv2.cvtColor(np.ascontiguousarray(to_uint8(rgb).transpose(1, 2, 0)), cv2.COLOR_RGB2BGR)
+        out = blend(canvas, bgr, opts.alpha) if canvas is not None else magnify(bgr, opts.min_size)
+        return out
+    out = _draw_one(reduced.maps[0], feat_hw, geom, canvas, opts)
+    if canvas is None:
+        return magnify(out, opts.min_size)
+    if detections is not None and len(detections.boxes):
+        scale = (canvas.shape[0] / geom.ori_hw[0], canvas.shape[1] / geom.ori_hw[1])
+        out = draw_detections(out, detections, scale)
+    return out

@@ -1,0 +1,70 @@
+"""Drawing every recorded level of one image: crop to the valid cells, (standardize,) reduce, render, write."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from featvis_run.drawing.render import render_map
+from featvis_run.experiments.settings import DrawSettings
+from featvis_run.maps.geometry import Geometry, crop_valid, valid_cells
+from featvis_run.maps.reduce import reduce_channels, standardize
+from featvis_run.predictions import Detections
+from featvis_run.recording.levels import LevelKey
+from featvis_run.store.manifest import MapRecord
+from featvis_run.store.outputs import safe_name, write_image
+
+__all__ = ["draw_levels"]
+
+
+def draw_levels(
+    image_id: str,
+    image: np.ndarray,
+    features: dict[LevelKey, np.ndarray],
+    geometry: Geometry,
+    detections: Detections | None,
+    settings: DrawSettings,
+    out_dir: Path,
+) -> list[tuple[MapRecord, np.ndarray]]:
+    """Draw each (C, H, W) map of one image and write one file per level under ``out_dir/<image>/<layer>/``.
+
+    Args:
+        image_id: the image's output folder name.
+        image: the original BGR image.
+        features: the recorded maps by level (uncropped).
+        geometry: where the maps lie on the image.
+        detections: the model's predictions (drawn on single overlays when ``settings.draw_boxes``).
+        settings: how to reduce and draw.
+        out_dir: the run folder.
+
+    Returns:
+        Each level's record with the picture written (for contact sheets).
+    """
+    records = []
+    dets = detections.above(settings.pred_score_thr) if detections is not None and settings.draw_boxes else None
+    for key, feat in features.items():
+        c, h, w = feat.shape
+        valid = valid_cells((h, w), geometry)
+        cropped = crop_valid(feat, geometry)
+        if settings.use_norm:
+            cropped = standardize(cropped)
+        reduced = reduce_channels(cropped, settings.reducer, settings.topk, where=f"{key.layer}/{key.level}")
+        picture = render_map(reduced, (h, w), geometry, image, settings.render, dets)
+        target = out_dir / safe_name(image_id) / safe_name(key.layer) / f"{safe_name(key.level)}.{settings.fmt}"
+        written = write_image(target, picture)
+        maps = reduced.maps
+        record = MapRecord(
+            image=image_id,
+            layer=key.layer,
+            level=key.level,
+            shape=(c, h, w),
+            valid_hw=valid,
+            reducer=settings.reducer if settings.reducer != "none" else f"top{len(reduced.channels)}",
+            channels=reduced.channels,
+            stats={"min": float(maps.min()), "max": float(maps.max()), "mean": float(maps.mean())},
+            file=str(written.relative_to(out_dir)),
+            note=reduced.note,
+        )
+        records.append((record, picture))
+    return records

@@ -1,0 +1,60 @@
+"""How maps are drawn in a run, validated from the config before any model is loaded."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from featvis_run.drawing.colour import colormap_id
+from featvis_run.drawing.layout import check_arrangement
+from featvis_run.drawing.render import RenderOptions
+from featvis_run.errors import ConfigError
+from featvis_run.maps.modes import ReducerName
+from featvis_run.schema import Config
+
+__all__ = ["DrawSettings"]
+
+
+@dataclass(frozen=True)
+class DrawSettings:
+    """How to turn a (C, H, W) map into an image: reduction, normalization, rendering, boxes, format."""
+
+    reducer: str
+    topk: int
+    use_norm: bool
+    render: RenderOptions
+    draw_boxes: bool
+    pred_score_thr: float
+    fmt: str
+
+    @classmethod
+    def from_config(cls, cfg: Config) -> DrawSettings:
+        """Validate the drawing options (before any model is loaded) and collect them."""
+        out, lay = cfg.output, cfg.layout
+        if not 0.0 <= out.alpha <= 1.0:
+            raise ConfigError(f"output.alpha={out.alpha} must be within [0, 1] (0: image only, 1: map only)")
+        if not 0.0 <= out.pred_score_thr <= 1.0:
+            raise ConfigError(f"output.pred_score_thr={out.pred_score_thr} must be within [0, 1]")
+        if out.resize_shape is not None and (len(out.resize_shape) != 2 or min(out.resize_shape) <= 0):
+            shape = list(out.resize_shape)
+            raise ConfigError(f"output.resize_shape={shape} must be [height, width] (positive numbers) or null")
+        reducer = ReducerName(cfg.reducer.name).value
+        if reducer == ReducerName.none.value:
+            if cfg.topk == 0 or cfg.topk < -1:
+                raise ConfigError(f"topk={cfg.topk} is invalid with reducer=none: use a positive count, or -1")
+            if cfg.topk > 0:
+                check_arrangement(cfg.topk, lay.arrangement)
+        colormap_id(out.colormap)
+        render = RenderOptions(
+            overlaid=out.overlaid,
+            alpha=float(out.alpha),
+            resize_shape=tuple(out.resize_shape) if out.resize_shape else None,
+            colormap=out.colormap,
+            min_size=out.min_size,
+            arrangement=tuple(lay.arrangement) if lay.arrangement else None,
+            min_tile=lay.min_tile,
+            max_tile=lay.max_tile,
+            gap=lay.gap,
+            label=lay.label,
+        )
+        fmt = out.format.value if hasattr(out.format, "value") else str(out.format)
+        return cls(reducer, cfg.topk, cfg.use_norm, render, out.draw_boxes, float(out.pred_score_thr), fmt)

@@ -1,0 +1,1 @@
+"""Pure math over feature maps (numpy arrays): channel reductions, geometry, comparisons. No I/O, no torch."""

@@ -1,0 +1,106 @@
+"""The seam between the runner and a model library: what an adapter plans, builds and returns.
+
+Nothing here imports torch or a model library: the cache and the experiments use these types without loading one.
+An adapter (one per OpenMMLab library, e.g. :mod:`featvis_run.models.mmdet`) implements :class:`ModelAdapter`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from featvis_run.maps.geometry import Geometry
+from featvis_run.predictions import Detections
+from featvis_run.recording.levels import LevelKey
+from featvis_run.schema import ModelConfig
+
+__all__ = ["BuiltModel", "CheckpointInfo", "ImageFeatures", "ImageResult", "ModelAdapter", "ModelPlan"]
+
+
+@dataclass(frozen=True)
+class ImageResult:
+    """One image's placement in the network input and the model's predictions on it."""
+
+    geometry: Geometry
+    detections: Detections
+
+
+@dataclass(frozen=True)
+class ImageFeatures:
+    """One image's recorded maps (uncropped, (C, H, W) each), its geometry and the model's predictions."""
+
+    geometry: Geometry
+    detections: Detections
+    features: dict[LevelKey, np.ndarray]
+
+
+@dataclass(frozen=True)
+class CheckpointInfo:
+    """Where the weights came from: a local file (with its sha256 and key match) or a seeded random init."""
+
+    path: str | None
+    sha256: str | None
+    matched_keys: int = 0
+    missing_keys: int = 0  # model parameters the checkpoint did not set
+    unexpected_keys: int = 0  # checkpoint tensors unused (unknown name or other shape)
+    seed: int | None = None
+
+
+@dataclass(frozen=True)
+class ModelPlan:
+    """A model described but not built: its library, resolved config (cfg-options applied) and checkpoint.
+
+    ``identity`` hashes everything that determines the model's features, for the activation cache and for reusing
+    a built model within one process (Hydra's basic launcher runs a sweep's jobs in one process).
+    """
+
+    config: ModelConfig
+    repo: str
+    cfg: Any  # the library's resolved config (an mmengine Config)
+    config_path: Path
+    checkpoint_path: Path | None
+    checkpoint_sha256: str | None
+    identity: str
+    key: str = "model"  # its config key (model, model_a, model_b), named in error messages
+
+
+@dataclass(frozen=True)
+class BuiltModel:
+    """A model built from a :class:`ModelPlan`, in eval mode on its device, with its test pipeline."""
+
+    plan: ModelPlan
+    model: Any  # torch.nn.Module
+    classes: tuple[str, ...]
+    checkpoint: CheckpointInfo
+    pipeline: Any  # the library's test pipeline (callable on one image's data dict)
+
+
+class ModelAdapter(Protocol):
+    """What a model library provides. Implementations set the library's default scope around every call."""
+
+    repo: str
+
+    def plan(self, mc: ModelConfig, key: str) -> ModelPlan:
+        """Resolve and check ``mc`` (config, cfg-options, checkpoint file, device) without building anything.
+
+        Args:
+            mc: the model's config group.
+            key: its config key (``model``, ``model_a``, ...), for error messages.
+        """
+        ...
+
+    def build(self, plan: ModelPlan) -> BuiltModel:
+        """Build the model: weights from the plan's checkpoint, else seeded random init."""
+        ...
+
+    def run_batch(self, built: BuiltModel, images: Sequence[np.ndarray]) -> list[ImageResult]:
+        """Run the library's test pipeline and test step on BGR images as one batch (recorders hook meanwhile).
+
+        Returns:
+            Each image's geometry (for aligning maps) and predictions, in input order.
+        """
+        ...

@@ -1,0 +1,197 @@
+"""What every OpenMMLab 2.x library adapter shares: config resolution (a path or a config packaged with the
+library), mmengine ``--cfg-options``, checkpoint checks, seeded random init, scope handling and quiet logging.
+
+A library adapter subclasses :class:`OpenMMLabAdapter` and adds its test pipeline, class names and how a batch
+is run and turned into geometry and predictions.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import difflib
+import importlib
+import logging
+import warnings
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from featvis_run.errors import ModelError
+from featvis_run.hashing import file_sha256, stable_hash
+from featvis_run.models.base import BuiltModel, CheckpointInfo, ImageResult, ModelPlan
+from featvis_run.models.checkpoint import apply_weights, checkpoint_classes, load_checkpoint_state
+from featvis_run.paths import resolve_package_path
+from featvis_run.schema import ModelConfig
+
+__all__ = ["OpenMMLabAdapter", "check_device", "parse_cfg_options", "quiet_openmmlab"]
+
+
+@contextlib.contextmanager
+def quiet_openmmlab() -> Iterator[None]:
+    """Silence mmengine's INFO logging (per-parameter init reports) and library warnings."""
+    from mmengine.logging import MMLogger
+
+    logger = MMLogger.get_current_instance()
+    level = logger.level
+    logger.setLevel(logging.WARNING)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        logger.setLevel(level)
+
+
+def parse_cfg_options(options: Sequence[str], key: str = "model") -> dict[str, Any]:
+    """Parse ``key=value`` strings with mmengine's ``--cfg-options`` rules (lists, tuples, dotted keys)."""
+    from mmengine.config import DictAction
+
+    parsed: dict[str, Any] = {}
+    for opt in options:
+        name, sep, value = opt.partition("=")
+        if not sep or not name:
+            raise ModelError(f"{key}.cfg_options entry {opt!r} is not key=value; e.g. 'model.bbox_head.num_classes=3'")
+        try:
+            parsed[name] = DictAction._parse_iterable(value)
+        except Exception as err:  # mmengine raises bare assertion/value errors here
+            raise ModelError(f"{key}.cfg_options entry {opt!r}: cannot parse the value ({err})") from err
+    return parsed
+
+
+def check_device(device: str, key: str = "model") -> None:
+    """Refuse a device this torch cannot use, naming the fix."""
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ModelError(f"{key}.device={device!r} but this torch has no usable CUDA device; use {key}.device=cpu")
+    try:
+        torch.device(device)
+    except RuntimeError as err:
+        raise ModelError(f"{key}.device={device!r} is not a torch device; use cpu or cuda:0") from err
+
+
+def _check_packaged_pair(mc: ModelConfig, key: str) -> None:
+    """The shipped demo weights only fit the shipped demo config: catch ``model.mmdet_config=x`` left on them."""
+    if mc.checkpoint and mc.checkpoint.startswith("pkg://") and not mc.mmdet_config.startswith("pkg://"):
+        group = "model" if key == "model" else f"model@{key}"
+        raise ModelError(
+            f"{key}.checkpoint={mc.checkpoint!r} holds the shipped demo model's weights, which do not fit "
+            f"{key}.mmdet_config={mc.mmdet_config!r}; choose the model group first (e.g. {group}=retinanet_r50 "
+            f"{key}.mmdet_config={mc.mmdet_config}), or set {key}.checkpoint=null (random init) or a path to yours"
+        )
+
+
+class OpenMMLabAdapter:
+    """Shared plan/build logic of OpenMMLab 2.x libraries; subclasses set :attr:`repo` and the specifics."""
+
+    repo = ""  # the library's package name, also its registry scope
+    example_config = ""  # a packaged config name shown in error messages
+
+    # ---- what a library adds ----
+    def test_pipeline_cfg(self, cfg: Any, test_scale: Sequence[int] | None) -> list[dict[str, Any]]:
+        """The test pipeline's steps for in-memory BGR images, with ``test_scale`` applied to its resize."""
+        raise NotImplementedError
+
+    def config_classes(self, cfg: Any) -> tuple[str, ...]:
+        """Class names from the config, when the checkpoint has none."""
+        raise NotImplementedError
+
+    def run_batch(self, built: BuiltModel, images: Sequence[np.ndarray]) -> list[ImageResult]:
+        raise NotImplementedError
+
+    # ---- shared ----
+    @contextlib.contextmanager
+    def scope(self) -> Iterator[None]:
+        """The library's registry scope, set for the duration of one build or call (several libraries can share a
+        process), with its logging and warnings quiet."""
+        from mmengine.registry import DefaultScope
+
+        with DefaultScope.overwrite_default_scope(self.repo), quiet_openmmlab():
+            yield
+
+    def config_root(self) -> Path:
+        """The configs folder shipped inside the installed library (``<package>/.mim/configs``)."""
+        package = importlib.import_module(self.repo)
+        return Path(package.__file__).parent / ".mim" / "configs"
+
+    def resolve_config(self, ref: str, key: str = "model") -> Path:
+        """A config given as a path, ``pkg://featvis_run/...``, or a name under the library's packaged configs."""
+        if ref.startswith("pkg://"):
+            return resolve_package_path(ref)
+        name = ref.removeprefix(f"{self.repo}::")
+        direct = Path(name).expanduser()
+        if direct.is_file():
+            return direct.resolve()
+        root = self.config_root()
+        for cand in (name, name if name.endswith(".py") else f"{name}.py"):
+            if (root / cand).is_file():
+                return root / cand
+        found = sorted(root.rglob(f"{Path(name).stem}.py"))
+        if found:
+            return found[0]
+        names = [str(p.relative_to(root)) for p in root.rglob("*.py") if not p.name.startswith("_")]
+        close = difflib.get_close_matches(name, names, n=4, cutoff=0.4)
+        example = f"give a config file path or a name like {self.example_config}"
+        hint = f"closest: {', '.join(close)}" if close else example
+        raise ModelError(
+            f"{key}.mmdet_config={ref!r} is neither a file nor a config in the installed {self.repo} ({hint})"
+        )
+
+    def plan(self, mc: ModelConfig, key: str = "model") -> ModelPlan:
+        """Resolve and check ``mc`` (config file, cfg-options, checkpoint file, device) without building the model."""
+        from mmengine.config import Config
+
+        check_device(mc.device, key)
+        config_path = self.resolve_config(mc.mmdet_config, key)
+        _check_packaged_pair(mc, key)
+        ckpt_path = resolve_package_path(mc.checkpoint) if mc.checkpoint else None
+        if ckpt_path is not None and not ckpt_path.is_file():
+            what = "a folder, not a file" if ckpt_path.is_dir() else "no such file"
+            raise ModelError(f"{key}.checkpoint={mc.checkpoint!r}: {what}; give the path of a local .pth checkpoint")
+        try:
+            cfg = Config.fromfile(str(config_path))
+        except Exception as err:
+            raise ModelError(f"{key}.mmdet_config={mc.mmdet_config!r} cannot be read: {err}") from err
+        if mc.cfg_options:
+            cfg.merge_from_dict(parse_cfg_options(mc.cfg_options, key))
+        if cfg.model.get("backbone", {}).get("init_cfg") is not None:
+            cfg.model.backbone.init_cfg = None  # never download pretrained backbone weights
+        sha = file_sha256(ckpt_path) if ckpt_path else None
+        identity = stable_hash(
+            {
+                "repo": self.repo,
+                "model": cfg.model.to_dict(),
+                "pipeline": self.test_pipeline_cfg(cfg, mc.test_scale),
+                "weights": sha or f"random-init seed {mc.seed}",
+                "device": torch.device(mc.device).type,
+            }
+        )
+        return ModelPlan(mc, self.repo, cfg, config_path, ckpt_path, sha, identity, key)
+
+    def build(self, plan: ModelPlan) -> BuiltModel:
+        """Build the planned model: weights from its checkpoint, else seeded random init; eval mode on its device."""
+        from mmcv.transforms import Compose
+
+        mc, cfg = plan.config, plan.cfg
+        ckpt = (
+            load_checkpoint_state(plan.checkpoint_path, mc.trust_checkpoint, plan.key) if plan.checkpoint_path else None
+        )
+        registry = importlib.import_module(f"{self.repo}.registry")
+        with self.scope():
+            torch.manual_seed(mc.seed)
+            try:
+                model = registry.MODELS.build(cfg.model)
+            except Exception as err:
+                raise ModelError(
+                    f"{self.repo} cannot build {plan.config_path.name}: {type(err).__name__}: {err}"
+                ) from err
+            if ckpt is None:
+                model.init_weights()
+                info = CheckpointInfo(path=None, sha256=None, seed=mc.seed)
+            else:
+                info = apply_weights(model, ckpt, plan.checkpoint_path, plan.checkpoint_sha256, plan.key)
+            pipeline = Compose(self.test_pipeline_cfg(cfg, mc.test_scale))
+        classes = (checkpoint_classes(ckpt) if ckpt else None) or self.config_classes(cfg)
+        model.to(mc.device).eval()
+        return BuiltModel(plan=plan, model=model, classes=classes, checkpoint=info, pipeline=pipeline)

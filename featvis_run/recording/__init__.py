@@ -1,0 +1,1 @@
+"""Recording what a torch model computes (hooks, method and function wrappers) and naming the recorded maps."""

@@ -1,0 +1,1 @@
+"""Reporting a run: the terminal summary, and the summary and gallery of a sweep."""
