@@ -21,8 +21,6 @@ from featvis_run.schema import Config, Mode, register_configs
 __all__ = ["main"]
 
 register_configs()
-# `${featvis.or:a,b}`: a unless it is null or empty, else b (hydra.run.dir follows output.dir when one is given).
-OmegaConf.register_new_resolver("featvis.or", lambda value, default: value or default, replace=True)
 
 # An absolute path: works from a source checkout, an editable install and a regular wheel (conf/ is shipped inside).
 CONFIG_DIR = str(Path(__file__).resolve().parent / "conf")
@@ -43,6 +41,24 @@ def _out_dir(cfg: Config, multirun: bool) -> Path:
     if cfg.output.dir:
         return Path(cfg.output.dir).expanduser()
     return _hydra_dir()
+
+
+def _typed(dcfg: DictConfig) -> Config:
+    """The typed config; a value left missing (``???``) is a one-line error naming the key and an example."""
+    import re
+
+    from omegaconf.errors import InterpolationToMissingValueError, MissingMandatoryValue
+
+    try:
+        return OmegaConf.to_object(dcfg)
+    except (MissingMandatoryValue, InterpolationToMissingValueError) as err:
+        found = re.search(r"Missing mandatory value: ([\w.]+)", str(err))
+        key = found.group(1) if found else (getattr(err, "full_key", "") or "a value")
+        example = {
+            "mmdet_config": "a config packaged with the installed library (e.g. atss/atss_r50_fpn_1x_coco.py) or a "
+            "path to yours"
+        }.get(key.rsplit(".", 1)[-1], "a value")
+        raise ConfigError(f"{key} has no value; set {key}=... to {example}") from None
 
 
 def _in_multirun() -> bool:
@@ -66,14 +82,15 @@ def _main(dcfg: DictConfig) -> None:
     multirun = _in_multirun()
     out_dir = _hydra_dir()  # where a sweep job's error.json goes if the run never gets to its own folder
     try:
-        cfg: Config = OmegaConf.to_object(dcfg)  # typed dataclasses from here on
+        cfg = _typed(dcfg)  # typed dataclasses from here on
         resolved = OmegaConf.to_container(dcfg, resolve=True, enum_to_str=True)
         out_dir = _out_dir(cfg, multirun)
         if cfg.mode is Mode.layers:
             from featvis_run.experiments.layers import list_model_layers
             from featvis_run.report.summary import print_layers
 
-            print_layers(list_model_layers(cfg, out_dir), out_dir)
+            layers, notes = list_model_layers(cfg, out_dir)
+            print_layers(layers, out_dir, notes)
             return
         from featvis_run.experiments.run import run_experiment
         from featvis_run.report.summary import print_summary

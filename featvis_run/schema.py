@@ -44,6 +44,7 @@ class RecorderType(str, Enum):
     module_inputs = "module_inputs"
     method_outputs = "method_outputs"
     function_outputs = "function_outputs"
+    encoder_memory = "encoder_memory"  # a DETR-family encoder's memory, split back into one map per level
 
 
 class ImageFormat(str, Enum):
@@ -76,19 +77,29 @@ class ModelConfig:
 
 @dataclass
 class RecorderSpec:
-    """Records the outputs/inputs of a module (dotted name), or the outputs of a method/function (import path)."""
+    """Records the outputs/inputs of a module (dotted name), or the outputs of a method/function (import path).
+
+    ``level_prefix`` (e.g. ``p``, ``c``) names the maps of a recorder without mappings by stride: ``p3`` is the
+    map at stride 2^3; null names them by position (``0``, ``1``, ...; ``out`` for a single tensor).
+    """
 
     type: RecorderType = RecorderType.module_outputs
     source: str = MISSING
+    level_prefix: str | None = None
 
 
 @dataclass
 class MappingSpec:
-    """Names one recorded map: which recorder, which call (``record_idx``), which tuple element (``data_idx``)."""
+    """Names one recorded map: which recorder, which call (``record_idx``), which element (``data_idx``: an index,
+    or a path into nested outputs such as ``'1.0'`` or ``memory``). A (B, L, C) token tensor is laid on its grid:
+    ``grid`` [H, W] when given, else the grid the output carries or the one its stride implies, after dropping
+    ``extra_tokens`` leading (class/distillation) tokens."""
 
     recorder: str = MISSING
-    data_idx: int | None = None
+    data_idx: Any = None
     record_idx: int = 0
+    grid: list[int] | None = None
+    extra_tokens: int = 0
 
 
 @dataclass
@@ -217,8 +228,20 @@ class Config:
     debug: bool = False
 
 
-def register_configs() -> None:
-    """Register the root schema: ``conf/config.yaml`` extends it, so every group's YAML merges into typed nodes."""
-    from hydra.core.config_store import ConfigStore
+def _stem(path: str) -> str:
+    """A model's name from its config reference: the file stem without a trailing ``_config``
+    (``retinanet/retinanet_r50_fpn_2x_coco.py`` -> ``retinanet_r50_fpn_2x_coco``)."""
+    name = str(path).replace("\\", "/").rstrip("/").rsplit("/", 1)[-1].rsplit("::", 1)[-1]
+    return name.removesuffix(".py").removesuffix("_config")
 
+
+def register_configs() -> None:
+    """Register the root schema (``conf/config.yaml`` extends it, so every group's YAML merges into typed nodes)
+    and the resolvers the YAML files use: ``featvis.or`` (a value, else a default) and ``featvis.stem`` (a config
+    path's file stem, the name a model is reported by)."""
+    from hydra.core.config_store import ConfigStore
+    from omegaconf import OmegaConf
+
+    OmegaConf.register_new_resolver("featvis.or", lambda value, default: value or default, replace=True)
+    OmegaConf.register_new_resolver("featvis.stem", _stem, replace=True)
     ConfigStore.instance().store(name="config_schema", node=Config)

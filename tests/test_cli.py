@@ -60,7 +60,8 @@ def test_real_retinanet_r50_random_init_writes_every_fpn_level(scene_image, tmp_
     m = manifest(out)
     assert m["status"] == "ok" and m["experiment"] == "single"
     model = m["models"][0]
-    assert model["name"] == "retinanet_r50" and model["weights"] == "random init" and model["checkpoint"] is None
+    assert model["name"] == "retinanet_r50_fpn_2x_coco"  # the config's stem
+    assert model["weights"] == "random init" and model["checkpoint"] is None
     assert model["mmdet_config"].endswith("retinanet/retinanet_r50_fpn_2x_coco.py")
     assert m["images"][0]["path"] == str(scene_image) and m["images"][0]["size_hw"] == [240, 400]
     # 240x400 resized to fit 192x192 -> 115x192, padded to 128x192: P3 is 16x24, of which 15x24 covers the image
@@ -68,7 +69,7 @@ def test_real_retinanet_r50_random_init_writes_every_fpn_level(scene_image, tmp_
     assert (p3["layer"], p3["level"], p3["shape"], p3["valid_hw"]) == ("neck", "p3", [256, 16, 24], [15, 24])
     assert p3["reducer"] == "squeeze_mean" and p3["stats"]["max"] >= p3["stats"]["mean"] >= p3["stats"]["min"]
     assert set(m["timings"]) >= {"model_load", "forward", "render"}
-    assert m["config"]["model"]["name"] == "retinanet_r50"
+    assert m["config"]["model"]["name"] == "retinanet_r50_fpn_2x_coco"
     assert "RANDOM INIT" in proc.stdout and "neck" in proc.stdout and str(out) in proc.stdout.replace("\n", "")
     import cv2
 

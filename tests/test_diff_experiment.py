@@ -48,7 +48,7 @@ def test_retinanet_r101_vs_r50_writes_all_levels_with_numbers(scene_image, tmp_p
     )
     assert proc.returncode == 0, proc.stderr
     m = manifest(out)
-    assert [md["name"] for md in m["models"]] == ["retinanet_r101", "retinanet_r50"]
+    assert [md["name"] for md in m["models"]] == ["retinanet_r101_fpn_2x_coco", "retinanet_r50_fpn_2x_coco"]
     assert m["diff_mode"] == "signed"
     for c in m["comparisons"]:
         assert c["mean_abs_diff"] > 0.0 and -1.0 <= c["cosine"] <= 1.0 and 0.0 <= c["cka"] <= 1.0
@@ -86,7 +86,26 @@ def test_different_channel_counts_and_grids_are_compared_not_crashed(scene_image
     assert "channel counts differ" in p3["note"] and "channel counts differ" in proc.stdout
 
 
-def test_levels_pair_by_mapping_name_not_order(scene_image, tmp_path, tiny_config):
+def test_levels_pair_by_name_after_recording(scene_image, tmp_path, tiny_config):
+    # model B's FPN starts one level lower: P2-P6 against A's P3-P7 compares P3-P6
+    p2_config = tmp_path / "tiny_p2.py"
+    p2_config.write_text(f"_base_ = '{tiny_config}'\nmodel = dict(neck=dict(start_level=0))\n")
+    out = tmp_path / "pairs"
+    proc = run_cli(
+        "experiment=diff",
+        f"image={scene_image}",
+        f"model_a.mmdet_config={tiny_config}",
+        f"model_b.mmdet_config={p2_config}",
+        f"output.dir={out}",
+    )
+    assert proc.returncode == 0, proc.stderr
+    m = manifest(out)
+    assert [c["level"] for c in m["comparisons"]] == ["p3", "p4", "p5", "p6"]
+    p3 = m["comparisons"][0]
+    assert p3["shape_a"] == p3["shape_b"] and p3["resized_to"] is None  # the same stride, the same grid
+    note = "levels only one model has, not compared: A ['neck/p7'], B ['neck/p2']"
+    assert note in m["notes"] and "levels only one model has" in proc.stdout
+    # nothing in common: one line naming both sides
     proc = run_cli(
         "experiment=diff",
         f"image={scene_image}",
@@ -96,7 +115,7 @@ def test_levels_pair_by_mapping_name_not_order(scene_image, tmp_path, tiny_confi
         f"output.dir={tmp_path / 'x'}",
     )
     assert proc.returncode == 2
-    assert "pairs levels by mapping name" in proc.stderr and "c2" in proc.stderr
+    assert "pairs levels by name" in proc.stderr and "backbone/c2" in proc.stderr and "neck/p3" in proc.stderr
 
 
 def test_diff_over_a_list_of_images_with_topk_grids(scene_image, tmp_path, tiny_config):

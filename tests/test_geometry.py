@@ -44,3 +44,26 @@ def test_upsample_to_resized_canvas_scales_positions():
     up = upsample_to_canvas(cropped, (16, 28), geom, (50, 400))  # half height, double width
     y, x = np.unravel_index(np.argmax(up), up.shape)
     assert abs(y - 52 / 2) <= 3 and abs(x - 164 * 2) <= 6
+
+
+def test_valid_cells_round_up_partly_covered_cells():
+    # 100 image rows at stride 8 cover rows 0..12 (12.5 cells: the 13th is partly image), not 12
+    geom = Geometry(ori_hw=(100, 100), img_hw=(100, 100), input_hw=(128, 128))
+    assert valid_cells((16, 16), geom) == (13, 13)
+    assert valid_cells((4, 4), geom) == (4, 4)  # stride 32: ceil(100 / 32) = 4
+
+
+@pytest.mark.parametrize(("r", "c"), [(1, 2), (20, 30), (28, 38)])
+def test_a_centred_image_is_cropped_and_aligned_from_its_offset(r, c):
+    # CenterNet-style: a 240 x 320 image at scale 1, centred in a 256 x 352 input at (top 8, left 16); stride 8
+    geom = Geometry(ori_hw=(240, 320), img_hw=(240, 320), input_hw=(256, 352), offset_hw=(8, 16))
+    assert valid_cells((32, 44), geom) == (30, 40)  # rows 1..30 (pixels 8..247), columns 2..41 (16..335)
+    feat = np.zeros((32, 44), np.float32)
+    feat[r, c] = 1.0
+    cropped = crop_valid(feat, geom)
+    assert cropped.shape == (30, 40) and cropped[r - 1, c - 2] == 1.0
+    up = upsample_to_canvas(cropped, (32, 44), geom, (240, 320))
+    assert up.shape == (240, 320)
+    y, x = np.unravel_index(np.argmax(up), up.shape)
+    # the cell's centre in input pixels, minus the offset, is its place on the image
+    assert abs(y - ((r + 0.5) * 8 - 8)) <= 4.5 and abs(x - ((c + 0.5) * 8 - 16)) <= 4.5

@@ -108,3 +108,40 @@ def test_run_batch_returns_geometry_and_detections(tiny_config):
     assert res[0].geometry.img_hw == (64, 128) and res[1].geometry.img_hw == (128, 64)
     assert res[0].geometry.input_hw == res[1].geometry.input_hw == (128, 128)  # padded to the batch
     assert res[0].detections.boxes.shape[1] == 4 and res[0].detections.class_names == ("a", "b", "c")
+
+
+def test_geometry_uses_the_scale_factor_and_the_border_not_just_img_shape():
+    from featvis_run.maps.geometry import Geometry
+    from featvis_run.models.mmdet import _geometry
+
+    # YOLOX: the pipeline pads to a square, so img_shape is the padded 320 x 320; the content is ori * scale_factor
+    yolox = dict(ori_shape=(480, 640), img_shape=(320, 320), scale_factor=(0.5, 0.5), batch_input_shape=(320, 320))
+    assert _geometry(yolox) == Geometry((480, 640), (240, 320), (320, 320))
+    # SSD: keep_ratio=False stretches each axis by its own factor, (w, h) order
+    ssd = dict(ori_shape=(240, 320), img_shape=(300, 300), scale_factor=(0.9375, 1.25), batch_input_shape=(300, 300))
+    assert _geometry(ssd) == Geometry((240, 320), (300, 300), (300, 300))
+    # CenterNet: no resize, the image centred at border = [top, bottom, left, right]
+    centernet = dict(ori_shape=(240, 320), img_shape=(256, 352), border=[8, 248, 16, 336], batch_input_shape=(256, 352))
+    assert _geometry(centernet) == Geometry((240, 320), (240, 320), (256, 352), (8, 16))
+
+
+def test_test_pipeline_drops_annotation_loaders_keeps_to_float32_and_rescales_fixed_pads():
+    from mmengine.config import Config
+
+    cfg = Config(
+        dict(
+            test_pipeline=[
+                dict(type="LoadImageFromFile", to_float32=True),
+                dict(type="Resize", scale=(640, 640), keep_ratio=True),
+                dict(type="Pad", size=(640, 640)),
+                dict(type="LoadPanopticAnnotations"),
+                dict(type="mmdet.LoadAnnotations", with_bbox=True),
+                dict(type="PackDetInputs"),
+            ],
+            test_dataloader=dict(dataset=dict(pipeline="${test_pipeline}")),
+        )
+    )
+    cfg.test_dataloader.dataset.pipeline = cfg.test_pipeline
+    steps = MmdetAdapter().test_pipeline_cfg(cfg, [320, 256])
+    assert [s["type"] for s in steps] == ["mmdet.LoadImageFromNDArray", "Resize", "Pad", "PackDetInputs"]
+    assert steps[0]["to_float32"] is True and steps[1]["scale"] == (320, 256) and steps[2]["size"] == (320, 320)

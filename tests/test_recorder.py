@@ -113,21 +113,22 @@ def test_bad_indices_name_the_value_and_range():
 def test_extract_levels_maps_and_auto_expansion():
     records = {"neck": [(torch.ones(2, 4, 8, 8), torch.ones(2, 4, 4, 4))], "stem": [torch.ones(2, 3, 16, 16)]}
     recorders = {"neck": spec("module_outputs", "neck"), "stem": spec("module_outputs", "stem")}
-    levels = extract_levels(records, recorders, {"p4": MappingSpec(recorder="neck", data_idx=1)}, batch=2)
+    mappings = {"p4": MappingSpec(recorder="neck", data_idx=1)}
+    levels = extract_levels(records, recorders, mappings, batch=2, input_hw=(64, 64))
     assert list(levels) == [LevelKey("neck", "p4"), LevelKey("stem", "out")]
     assert levels[LevelKey("neck", "p4")].shape == (2, 4, 4, 4)
-    auto = extract_levels(records, {"neck": recorders["neck"]}, {}, batch=2)
+    auto = extract_levels(records, {"neck": recorders["neck"]}, {}, batch=2, input_hw=(64, 64))
     assert list(auto) == [LevelKey("neck", "0"), LevelKey("neck", "1")]
-    with pytest.raises(RecordingError, match="tuple of 2 values.*set data_idx"):
-        extract_levels(records, recorders, {"p": MappingSpec(recorder="neck")}, batch=2)
-    with pytest.raises(RecordingError, match=r"shape \(2, 3, 16, 16\), not a \(N=1"):
-        extract_levels(records, recorders, {"s": MappingSpec(recorder="stem")}, batch=1)
+    with pytest.raises(RecordingError, match=r"tuple of 2 \[Tensor\(2x4x8x8\), Tensor\(2x4x4x4\)\].*set data_idx"):
+        extract_levels(records, recorders, {"p": MappingSpec(recorder="neck")}, batch=2, input_hw=(64, 64))
+    with pytest.raises(RecordingError, match=r"shape \(2, 3, 16, 16\): its first axis is not the batch of 1"):
+        extract_levels(records, recorders, {"s": MappingSpec(recorder="stem")}, batch=1, input_hw=(64, 64))
 
 
 def test_list_layers_reports_output_shapes():
     model = Tiny().eval()
     with torch.no_grad():
-        layers = list_layers(model, lambda: model(torch.randn(1, 3, 32, 32)))
+        layers = list_layers(model, lambda: model(torch.randn(1, 3, 32, 32))).layers
     by_name = {layer.name: layer for layer in layers}
     assert by_name["stages.0"].shapes == ((1, 8, 8, 8),) and by_name["stages.0"].type == "Block"
     assert by_name["stem.conv"].params == 3 * 4 * 9 + 4

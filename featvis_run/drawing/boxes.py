@@ -16,9 +16,13 @@ def draw_detections(img: np.ndarray, dets: Detections, scale_yx: tuple[float, fl
     Lowest scores first, so where boxes overlap (RetinaNet keeps one box per class) the best label is on top."""
     out = img.copy()
     sy, sx = scale_yx
+    h, w = img.shape[:2]
+    # far-off corners (a random head's boxes) are clipped to a band around the picture: OpenCV needs int32 points
+    lo, hi = np.array([-w, -h, -w, -h], np.float64), np.array([2 * w, 2 * h, 2 * w, 2 * h], np.float64)
     order = np.argsort(np.asarray(dets.scores), kind="stable")
     for box, score, label in zip(dets.boxes[order], dets.scores[order], dets.labels[order], strict=True):
-        x1, y1, x2, y2 = (int(round(v)) for v in (box[0] * sx, box[1] * sy, box[2] * sx, box[3] * sy))
+        scaled = np.clip(np.asarray(box, np.float64) * np.array([sx, sy, sx, sy]), lo, hi)
+        x1, y1, x2, y2 = (int(round(v)) for v in scaled)
         cv2.rectangle(out, (x1, y1), (x2, y2), (0, 255, 0), 2)
         name = dets.class_names[label] if 0 <= label < len(dets.class_names) else str(int(label))
         text = f"{name} {score:.2f}"

@@ -36,6 +36,7 @@ class _ImageRun:
         self.outputs: list[MapRecord] = []
         self.images: list[ImageRecord] = []
         self.failures: list[Failure] = []
+        self.notes: list[str] = []
         self.thumbs: dict[LevelKey, list[tuple[str, np.ndarray]]] = {}
 
     def process(self, batch: Sequence[InputImage]) -> None:
@@ -53,6 +54,7 @@ class _ImageRun:
             return
         started = time.perf_counter()
         for im, item in zip(batch, items, strict=True):
+            self.notes += [f"{im.image_id}: {note}" for note in item.notes]
             drawn = draw_levels(
                 im.image_id, im.array, item.features, item.geometry, item.detections, self.settings, self.out_dir
             )
@@ -116,7 +118,7 @@ def run_images(
                 progress.update(task, completed=done, rate=rate)
     sheets = run.contact_sheets() if run.thumbs else []
     notes = [n for n in [source.random_init_note()] if n]
-    notes += sorted({o.note for o in run.outputs if o.note})
+    notes += sorted({o.note for o in run.outputs if o.note}) + run.notes
     result = RunResult(
         experiment=experiment,
         out_dir=out_dir,

@@ -1,14 +1,16 @@
 """``experiment=diff``: the same images through two models, compared level by level.
 
-Levels are paired by their mapping names (``p3`` of model A with ``p3`` of model B), never by order. Each map is
-cropped to its own valid region first; maps on different grids are brought to the smaller grid; maps with different
-channel counts are compared through their reduced maps (and CKA, which needs no channel match).
+Levels are paired by name after recording (``p3`` of model A with ``p3`` of model B; levels only one side has are
+named in a note), never by order. Each map is cropped to its own valid region first; maps on different grids are
+brought to the smaller grid; maps with different channel counts are compared through their reduced maps (and CKA,
+which needs no channel match).
 """
 
 from __future__ import annotations
 
 import os
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,7 +29,7 @@ from featvis_run.maps.reduce import ReducedMap, reduce_channels, standardize
 from featvis_run.models.base import ImageFeatures
 from featvis_run.models.source import FeatureSource
 from featvis_run.recording.levels import LevelKey
-from featvis_run.schema import Config, RecorderConfig
+from featvis_run.schema import Config
 from featvis_run.store.images import InputImage
 from featvis_run.store.manifest import Failure, ImageRecord, MapRecord, RunResult
 from featvis_run.store.outputs import safe_name, write_image
@@ -38,19 +40,41 @@ __all__ = ["DiffSide", "paired_levels", "run_diff"]
 _DIFF_LABEL = {"abs": "|A-B|", "signed": "A-B", "relative": "|A-B|/(|A|+|B|)"}
 
 
-def paired_levels(rec_a: RecorderConfig, rec_b: RecorderConfig) -> list[tuple[str, LevelKey, LevelKey]]:
-    """(level, key in A, key in B) for every mapping name both recorders define; a ConfigError otherwise."""
-    _, maps_a = rec_a.parsed()
-    _, maps_b = rec_b.parsed()
-    if not maps_a:
-        raise ConfigError("experiment=diff pairs levels by mapping name: give the recorder mappings (recorder=fpn)")
-    only_a, only_b = [n for n in maps_a if n not in maps_b], [n for n in maps_b if n not in maps_a]
-    if only_a or only_b:
+def paired_levels(
+    keys_a: Sequence[LevelKey], keys_b: Sequence[LevelKey]
+) -> tuple[list[tuple[str, LevelKey, LevelKey]], str | None]:
+    """Pair two models' recorded levels by level name (``p3`` with ``p3``), never by order.
+
+    A name recorded under several layers on one side pairs only with the same layer on the other. Returns the
+    pairs in model A's order and a note naming the levels only one side has; a ConfigError when none pair.
+    """
+
+    def index(keys: Sequence[LevelKey]) -> dict[str, list[LevelKey]]:
+        out: dict[str, list[LevelKey]] = {}
+        for k in keys:
+            out.setdefault(k.level, []).append(k)
+        return out
+
+    by_a, by_b = index(keys_a), index(keys_b)
+    pairs = []
+    for key in keys_a:
+        others = by_b.get(key.level, [])
+        if len(by_a[key.level]) == 1 and len(others) == 1:
+            pairs.append((key.level, key, others[0]))
+        elif key in others:
+            pairs.append((f"{key.layer}.{key.level}", key, key))
+    paired_a, paired_b = {a for _, a, _ in pairs}, {b for _, _, b in pairs}
+    only_a = [f"{k.layer}/{k.level}" for k in keys_a if k not in paired_a]
+    only_b = [f"{k.layer}/{k.level}" for k in keys_b if k not in paired_b]
+    if not pairs:
         raise ConfigError(
-            f"experiment=diff pairs levels by mapping name, but model A's recorder has {only_a or 'no others'} "
-            f"and model B's (recorder_b) has {only_b or 'no others'}; give both recorders the same mapping names"
+            f"experiment=diff pairs levels by name, but model A recorded {only_a} and model B {only_b}, with no name "
+            "in common; give both the same recorder (or +recorder@recorder_b=... with the same level names)"
         )
-    return [(n, LevelKey(maps_a[n].recorder, n), LevelKey(maps_b[n].recorder, n)) for n in maps_a]
+    note = None
+    if only_a or only_b:
+        note = f"levels only one model has, not compared: A {only_a or '-'}, B {only_b or '-'}"
+    return pairs, note
 
 
 @dataclass(frozen=True)
@@ -130,9 +154,10 @@ class _DiffRun:
         self.comparisons: list[dict[str, Any]] = []
         self.images: list[ImageRecord] = []
         self.failures: list[Failure] = []
+        self.notes: set[str] = set()
 
-    def process(self, im: InputImage, pairs: list[tuple[str, LevelKey, LevelKey]], strict: bool) -> None:
-        """Record one image through both models and draw every paired level (a model failure is listed unless
+    def process(self, im: InputImage, strict: bool) -> None:
+        """Record one image through both models and draw every level they share (a model failure is listed unless
         ``strict``)."""
         try:
             (item_a,) = self.source_a.features([im])
@@ -144,6 +169,8 @@ class _DiffRun:
                 raise
             self.failures.append(Failure(str(im.path), f"model failed: {type(err).__name__}: {err}"))
             return
+        pairs, note = paired_levels(list(item_a.features), list(item_b.features))
+        self.notes.update(n for n in (note, *item_a.notes, *item_b.notes) if n)
         started = time.perf_counter()
         for level, key_a, key_b in pairs:
             self._level(im, level, (item_a, key_a), (item_b, key_b))
@@ -201,7 +228,6 @@ def run_diff(cfg: Config, out_dir: Path, resolved: dict[str, Any]) -> RunResult:
         raise ConfigError("experiment=diff needs two models: model@model_a=retinanet_r101 model@model_b=retinanet_r50")
     settings = DrawSettings.from_config(cfg)
     rec_a, rec_b = cfg.recorder, cfg.recorder_b or cfg.recorder
-    pairs = paired_levels(rec_a, rec_b)
     inputs, strict = _diff_inputs(cfg)
     batches = ImageBatches(inputs, 1, strict)
     decoded = list(batches) if strict else batches  # a bad single image fails before any model is planned
@@ -212,9 +238,9 @@ def run_diff(cfg: Config, out_dir: Path, resolved: dict[str, Any]) -> RunResult:
     )
     run = _DiffRun(cfg, out_dir, settings, sources)
     for (im,) in decoded:
-        run.process(im, pairs, strict)
+        run.process(im, strict)
     notes = [n for n in (s.random_init_note() for s in sources) if n]
-    notes += sorted({c["note"] for c in run.comparisons if c["note"]})
+    notes += sorted({c["note"] for c in run.comparisons if c["note"]} | run.notes)
     result = RunResult(
         experiment="diff",
         out_dir=out_dir,

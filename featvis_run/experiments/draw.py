@@ -41,15 +41,18 @@ def draw_levels(
     Returns:
         Each level's record with the picture written (for contact sheets).
     """
-    records = []
     dets = detections.above(settings.pred_score_thr) if detections is not None and settings.draw_boxes else None
+    # every level is reduced before any is drawn: an impossible request (topk=-1 on 256 channels) fails up front
+    reduced_levels = []
     for key, feat in features.items():
-        c, h, w = feat.shape
-        valid = valid_cells((h, w), geometry)
         cropped = crop_valid(feat, geometry)
         if settings.use_norm:
             cropped = standardize(cropped)
-        reduced = reduce_channels(cropped, settings.reducer, settings.topk, where=f"{key.layer}/{key.level}")
+        where = f"{key.layer}/{key.level}"
+        reduced_levels.append(reduce_channels(cropped, settings.reducer, settings.topk, where=where))
+    records = []
+    for (key, feat), reduced in zip(features.items(), reduced_levels, strict=True):
+        c, h, w = feat.shape
         picture = render_map(reduced, (h, w), geometry, image, settings.render, dets)
         target = out_dir / safe_name(image_id) / safe_name(key.layer) / f"{safe_name(key.level)}.{settings.fmt}"
         written = write_image(target, picture)
@@ -59,7 +62,7 @@ def draw_levels(
             layer=key.layer,
             level=key.level,
             shape=(c, h, w),
-            valid_hw=valid,
+            valid_hw=valid_cells((h, w), geometry),
             reducer=settings.reducer if settings.reducer != "none" else f"top{len(reduced.channels)}",
             channels=reduced.channels,
             stats={"min": float(maps.min()), "max": float(maps.max()), "mean": float(maps.mean())},

@@ -1,13 +1,16 @@
-"""``mode=layers``: every module of the model with the shapes it outputs on the first input image."""
+"""``mode=layers``: every module of the model with the shapes it outputs on the first input image, and the grid
+its token outputs would be drawn on."""
 
 from __future__ import annotations
 
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
-from featvis_run.errors import ConfigError, InputError
+from featvis_run.errors import ConfigError, FeatvisError, InputError, ModelError
 from featvis_run.experiments.common import activation_cache
 from featvis_run.experiments.inputs import ImageBatches, check_inputs, image_paths, named_inputs, selected_inputs
+from featvis_run.maps.tokens import GridError, infer_token_grid
+from featvis_run.models.base import PredictionFailed
 from featvis_run.models.registry import run_batch
 from featvis_run.models.source import FeatureSource
 from featvis_run.recording.layers import LayerInfo, list_layers
@@ -15,11 +18,28 @@ from featvis_run.schema import Config
 from featvis_run.store.outputs import ensure_writable_dir, write_json
 from featvis_run.timing import Timer
 
-__all__ = ["list_model_layers"]
+__all__ = ["list_model_layers", "token_grids"]
 
 
-def list_model_layers(cfg: Config, out_dir: Path) -> list[LayerInfo]:
-    """List the modules of ``cfg.model`` run on the first readable input; also written to ``layers.json``."""
+def token_grids(layer: LayerInfo, input_hw: tuple[int, int]) -> tuple[str, ...]:
+    """For each (1, L, C) token output of ``layer``, the grid it is drawn on (or that none fits)."""
+    grids = []
+    for shape in layer.shapes:
+        if len(shape) == 3 and shape[0] == 1:
+            try:
+                h, w = infer_token_grid(shape[1], input_hw)
+                grids.append(f"{'x'.join(map(str, shape))} tokens: {h}x{w} grid")
+            except GridError:
+                grids.append(f"{'x'.join(map(str, shape))} tokens: no grid fits (set grid: [H, W] in a mapping)")
+    return tuple(grids)
+
+
+def list_model_layers(cfg: Config, out_dir: Path) -> tuple[list[LayerInfo], list[str]]:
+    """List the modules of ``cfg.model`` run on the first readable input; also written to ``layers.json``.
+
+    Returns:
+        The layers, and notes (e.g. the model failed part-way: later modules show no output).
+    """
     check_inputs(cfg)
     if cfg.experiment.name == "diff":
         raise ConfigError("mode=layers lists one model's modules: use experiment=single model=... mode=layers")
@@ -29,8 +49,21 @@ def list_model_layers(cfg: Config, out_dir: Path) -> list[LayerInfo]:
     first = next(iter(ImageBatches(inputs, 1, strict=single)), None)
     if not first:
         raise InputError(f"no readable image among {len(inputs)} inputs to list the layers with")
+    image = first[0]
     source = FeatureSource(cfg.model, cfg.recorder, activation_cache(cfg), Timer())
     built = source.model()
-    layers = list_layers(built.model, lambda: run_batch(built, [first[0].array]))
+    listing = list_layers(built.model, lambda: run_batch(built, [image.array]))
+    notes = []
+    if isinstance(listing.error, FeatvisError):
+        raise listing.error
+    if isinstance(listing.error, PredictionFailed):
+        input_hw = listing.error.geometries[0].input_hw
+        notes.append(f"the model failed part-way ({listing.error}); modules after that point show no output")
+    elif listing.error is not None:
+        err = listing.error
+        raise ModelError(f"{source.name} failed on {image.path}: {type(err).__name__}: {err}") from err
+    else:
+        input_hw = listing.result[0].geometry.input_hw
+    layers = [replace(layer, grids=token_grids(layer, input_hw)) for layer in listing.layers]
     write_json(ensure_writable_dir(out_dir) / "layers.json", [asdict(layer) for layer in layers])
-    return layers
+    return layers, notes

@@ -1,8 +1,9 @@
 """Where a feature map lies on the input image. Pure functions, no I/O.
 
-mmdet's test pipeline resizes the image (``img_shape``) and its data preprocessor pads it to the network input
-(``batch_input_shape``); a feature map covers the padded input. To overlay a map on the original image it is
-cropped to the cells that cover the resized image, upsampled, and cropped to the image exactly.
+A detector's test pipeline resizes the image (to ``img_hw``), places it in the network input at ``offset_hw``
+(top-left for most models; centred for CenterNet/CornerNet) and pads it to ``input_hw``; a feature map covers the
+padded input. To overlay a map on the original image it is cropped to the cells that cover the resized image,
+upsampled, and cropped to the image exactly.
 """
 
 from __future__ import annotations
@@ -13,16 +14,18 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-__all__ = ["Geometry", "crop_valid", "feature_stride", "upsample_to_canvas", "valid_cells"]
+__all__ = ["Geometry", "cell_span", "crop_valid", "feature_stride", "upsample_to_canvas", "valid_cells"]
 
 
 @dataclass(frozen=True)
 class Geometry:
-    """Sizes (H, W) of the original image, the resized image and the padded network input."""
+    """Sizes (H, W) of the original image, the resized image and the padded network input, and where the resized
+    image's top-left corner lies in the input (``offset_hw``, (0, 0) unless the pipeline centres it)."""
 
     ori_hw: tuple[int, int]
     img_hw: tuple[int, int]
     input_hw: tuple[int, int]
+    offset_hw: tuple[int, int] = (0, 0)
 
     @classmethod
     def identity(cls, hw: tuple[int, int]) -> Geometry:
@@ -48,19 +51,27 @@ def feature_stride(input_size: int, cells: int) -> float:
     return ratio
 
 
+def cell_span(cells: int, img: int, inp: int, offset: int = 0) -> tuple[int, int, float]:
+    """Along one axis: the first and past-the-last cell that cover image pixels [offset, offset + img) of an
+    input of ``inp`` pixels, and the stride."""
+    stride = feature_stride(inp, cells)
+    start = min(cells - 1, max(0, math.floor(offset / stride + 1e-6)))
+    stop = max(start + 1, min(cells, math.ceil((offset + img) / stride - 1e-6)))
+    return start, stop, stride
+
+
 def valid_cells(feat_hw: tuple[int, int], geom: Geometry) -> tuple[int, int]:
     """How many rows and columns of a map cover the resized image (the rest covers padding)."""
-    out = []
-    for cells, img, inp in zip(feat_hw, geom.img_hw, geom.input_hw, strict=True):
-        stride = feature_stride(inp, cells)
-        out.append(max(1, min(cells, math.ceil(img / stride - 1e-6))))
-    return out[0], out[1]
+    spans = [cell_span(*args) for args in zip(feat_hw, geom.img_hw, geom.input_hw, geom.offset_hw, strict=True)]
+    return spans[0][1] - spans[0][0], spans[1][1] - spans[1][0]
 
 
 def crop_valid(feat: np.ndarray, geom: Geometry) -> np.ndarray:
-    """Crop a (C, H, W) map to the cells that cover the resized image."""
-    h, w = valid_cells(feat.shape[-2:], geom)
-    return feat[..., :h, :w]
+    """Crop a (C, H, W) (or (H, W)) map to the cells that cover the resized image."""
+    (r0, r1, _), (c0, c1, _) = (
+        cell_span(*args) for args in zip(feat.shape[-2:], geom.img_hw, geom.input_hw, geom.offset_hw, strict=True)
+    )
+    return feat[..., r0:r1, c0:c1]
 
 
 def upsample_to_canvas(
@@ -71,11 +82,14 @@ def upsample_to_canvas(
     ``feat_hw`` is the uncropped map's size (it fixes the stride); ``canvas_hw`` is the original image's size or
     the requested ``resize_shape``.
     """
-    target = []
+    target, shift = [], []
     for axis in range(2):
-        stride = feature_stride(geom.input_hw[axis], feat_hw[axis])
-        # cells * stride resized pixels -> original pixels -> canvas pixels
-        extent = cropped.shape[axis] * stride * canvas_hw[axis] / geom.img_hw[axis]
-        target.append(max(canvas_hw[axis], int(round(extent))))
+        start, _, stride = cell_span(feat_hw[axis], geom.img_hw[axis], geom.input_hw[axis], geom.offset_hw[axis])
+        scale = canvas_hw[axis] / geom.img_hw[axis]  # resized pixels -> canvas pixels
+        # the crop begins at input pixel start * stride, the image at offset: skip the difference
+        skip = int(round((geom.offset_hw[axis] - start * stride) * scale))
+        extent = int(round(cropped.shape[axis] * stride * scale))
+        shift.append(skip)
+        target.append(max(canvas_hw[axis] + skip, extent))
     up = cv2.resize(cropped.astype(np.float32), (target[1], target[0]), interpolation=cv2.INTER_LINEAR)
-    return up[: canvas_hw[0], : canvas_hw[1]]
+    return up[shift[0] : shift[0] + canvas_hw[0], shift[1] : shift[1] + canvas_hw[1]]

@@ -18,24 +18,45 @@ from featvis_run.predictions import Detections
 from featvis_run.recording.levels import LevelKey
 from featvis_run.schema import ModelConfig
 
-__all__ = ["BuiltModel", "CheckpointInfo", "ImageFeatures", "ImageResult", "ModelAdapter", "ModelPlan"]
+__all__ = [
+    "BuiltModel",
+    "CheckpointInfo",
+    "ImageFeatures",
+    "ImageResult",
+    "ModelAdapter",
+    "ModelPlan",
+    "PredictionFailed",
+]
 
 
 @dataclass(frozen=True)
 class ImageResult:
-    """One image's placement in the network input and the model's predictions on it."""
+    """One image's placement in the network input and the model's predictions on it (``notes``: what was dropped
+    or went wrong, e.g. non-finite boxes)."""
 
     geometry: Geometry
     detections: Detections
+    notes: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
 class ImageFeatures:
-    """One image's recorded maps (uncropped, (C, H, W) each), its geometry and the model's predictions."""
+    """One image's recorded maps (uncropped, (C, H, W) each), its geometry, the model's predictions and notes."""
 
     geometry: Geometry
     detections: Detections
     features: dict[LevelKey, np.ndarray]
+    notes: tuple[str, ...] = ()
+
+
+class PredictionFailed(Exception):
+    """The model failed after its inputs were prepared (in a head or its post-processing): the geometry of each
+    image is known, its predictions are not. Maps recorded before the failure can still be drawn."""
+
+    def __init__(self, geometries: Sequence[Geometry], cause: BaseException):
+        super().__init__(f"{type(cause).__name__}: {cause}")
+        self.geometries = list(geometries)
+        self.cause = cause
 
 
 @dataclass(frozen=True)
@@ -102,5 +123,8 @@ class ModelAdapter(Protocol):
 
         Returns:
             Each image's geometry (for aligning maps) and predictions, in input order.
+
+        Raises:
+            PredictionFailed: the model failed after the inputs were prepared (geometry known).
         """
         ...

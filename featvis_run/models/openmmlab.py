@@ -36,7 +36,7 @@ def quiet_openmmlab() -> Iterator[None]:
 
     logger = MMLogger.get_current_instance()
     level = logger.level
-    logger.setLevel(logging.WARNING)
+    logger.setLevel(logging.ERROR)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -82,6 +82,44 @@ def _check_packaged_pair(mc: ModelConfig, key: str) -> None:
         )
 
 
+def _missing_package(err: ImportError, ref: str, key: str) -> str:
+    """One line for a config whose ``custom_imports`` (or ``_base_``) needs a package that is not installed."""
+    cause: BaseException | None = err
+    while cause is not None and not isinstance(cause, ModuleNotFoundError):
+        cause = cause.__cause__ or cause.__context__
+    name = (getattr(cause, "name", None) or "").split(".")[0]
+    if not name:
+        detail = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        return f"{key}.mmdet_config={ref!r} cannot be read: {detail}"
+    return (
+        f"{key}.mmdet_config={ref!r} imports the package {name!r} (custom_imports), which is not installed here; "
+        f"install it (pip install {name}) or choose another config"
+    )
+
+
+def _strip_pretrained(node: Any) -> None:
+    """Remove every pretrained-weight reference from a model config, wherever it sits: ``pretrained`` strings and
+    ``init_cfg`` entries that load a checkpoint (``type='Pretrained'``, or a ``checkpoint`` key without a type, as
+    PVT's), in the backbone, necks, RoI shared heads (C4), DetectoRS' ``rfp_backbone`` or the model itself."""
+
+    def loads(entry: Any) -> bool:
+        return isinstance(entry, dict) and ("checkpoint" in entry or str(entry.get("type", "")) == "Pretrained")
+
+    if isinstance(node, dict):
+        if isinstance(node.get("pretrained"), str):
+            node["pretrained"] = None
+        init = node.get("init_cfg")
+        if loads(init):
+            node["init_cfg"] = None
+        elif isinstance(init, list):
+            node["init_cfg"] = [entry for entry in init if not loads(entry)] or None
+        for value in node.values():
+            _strip_pretrained(value)
+    elif isinstance(node, (list, tuple)):
+        for value in node:
+            _strip_pretrained(value)
+
+
 class OpenMMLabAdapter:
     """Shared plan/build logic of OpenMMLab 2.x libraries; subclasses set :attr:`repo` and the specifics."""
 
@@ -96,6 +134,9 @@ class OpenMMLabAdapter:
     def config_classes(self, cfg: Any) -> tuple[str, ...]:
         """Class names from the config, when the checkpoint has none."""
         raise NotImplementedError
+
+    def prepare(self, model: Any) -> None:
+        """Adjust a freshly built model before use (work around library bugs); nothing by default."""
 
     def run_batch(self, built: BuiltModel, images: Sequence[np.ndarray]) -> list[ImageResult]:
         raise NotImplementedError
@@ -151,12 +192,14 @@ class OpenMMLabAdapter:
             raise ModelError(f"{key}.checkpoint={mc.checkpoint!r}: {what}; give the path of a local .pth checkpoint")
         try:
             cfg = Config.fromfile(str(config_path))
+        except ImportError as err:
+            raise ModelError(_missing_package(err, mc.mmdet_config, key)) from err
         except Exception as err:
-            raise ModelError(f"{key}.mmdet_config={mc.mmdet_config!r} cannot be read: {err}") from err
+            detail = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise ModelError(f"{key}.mmdet_config={mc.mmdet_config!r} cannot be read: {detail}") from err
         if mc.cfg_options:
             cfg.merge_from_dict(parse_cfg_options(mc.cfg_options, key))
-        if cfg.model.get("backbone", {}).get("init_cfg") is not None:
-            cfg.model.backbone.init_cfg = None  # never download pretrained backbone weights
+        _strip_pretrained(cfg.model)  # never download pretrained weights
         sha = file_sha256(ckpt_path) if ckpt_path else None
         identity = stable_hash(
             {
@@ -191,6 +234,7 @@ class OpenMMLabAdapter:
                 info = CheckpointInfo(path=None, sha256=None, seed=mc.seed)
             else:
                 info = apply_weights(model, ckpt, plan.checkpoint_path, plan.checkpoint_sha256, plan.key)
+            self.prepare(model)
             pipeline = Compose(self.test_pipeline_cfg(cfg, mc.test_scale))
         classes = (checkpoint_classes(ckpt) if ckpt else None) or self.config_classes(cfg)
         model.to(mc.device).eval()

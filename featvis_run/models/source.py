@@ -9,9 +9,11 @@ from dataclasses import asdict
 
 import numpy as np
 
-from featvis_run.models.base import BuiltModel, ImageFeatures
+from featvis_run.errors import RecordingError
+from featvis_run.models.base import BuiltModel, ImageFeatures, ImageResult, PredictionFailed
 from featvis_run.models.pool import ModelPool
 from featvis_run.models.registry import build_model, plan_model, run_batch
+from featvis_run.predictions import Detections
 from featvis_run.recording.levels import extract_levels
 from featvis_run.schema import ModelConfig, RecorderConfig
 from featvis_run.store.cache import ActivationCache
@@ -98,15 +100,28 @@ class FeatureSource:
         from featvis_run.recording.recorder import FeatureRecorder
 
         built = self.model()
-        recorder = FeatureRecorder(built.model, self.recorders)
+        recorder = FeatureRecorder(built.model, self.recorders, self.mappings, batch=len(arrays))
         started = time.perf_counter()
+        failure: PredictionFailed | None = None
         with recorder:
-            results = run_batch(built, arrays)
+            try:
+                results = run_batch(built, arrays)
+            except PredictionFailed as err:  # keep what was recorded before the head failed
+                failure = err
+                note = f"the model failed after its inputs were prepared ({err}); maps drawn without predictions"
+                results = [ImageResult(g, _no_detections(built.classes), (note,)) for g in err.geometries]
         self.forward_passes += 1
         self.timer.add("forward", started)
-        levels = extract_levels(recorder.records, self.recorders, self.mappings, batch=len(arrays))
+        try:
+            levels = extract_levels(
+                recorder.records, self.recorders, self.mappings, len(arrays), results[0].geometry.input_hw
+            )
+        except RecordingError:
+            if failure is not None:  # it failed before the recorded layers ran: that is the error to report
+                raise failure.cause from None
+            raise
         return [
-            ImageFeatures(r.geometry, r.detections, {key: maps[i] for key, maps in levels.items()})
+            ImageFeatures(r.geometry, r.detections, {key: maps[i] for key, maps in levels.items()}, r.notes)
             for i, r in enumerate(results)
         ]
 
@@ -136,3 +151,7 @@ class FeatureSource:
             f"RANDOM INIT: {self.name} has no checkpoint ({self.key}.checkpoint=null), weights are random (seed "
             f"{self.plan.config.seed}); maps show an untrained network. Pass {self.key}.checkpoint=/path/to/weights.pth"
         )
+
+
+def _no_detections(classes: tuple[str, ...]) -> Detections:
+    return Detections(np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, np.int64), classes)

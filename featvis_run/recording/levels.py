@@ -1,46 +1,201 @@
-"""From recorded values to named feature maps: which (layer, level) each mapping names, as (N, C, H, W) arrays."""
+"""From recorded values to named feature maps: the (N, C, H, W) array of every level, named by its mapping or, for a
+recorder without mappings, by position or by stride (``level_prefix``).
+
+Recorded values may be (N, C, H, W) maps, (N, L, C) token sequences (laid on their grid: the mapping's ``grid``,
+the (H, W) the output carries next to them as Swin stages do, or the one their stride implies), multi-level encoder
+memories (:class:`SpatialTokens`), or tuples, lists and dicts of these.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from featvis_run.errors import RecordingError
-from featvis_run.recording.select import select_record
+from featvis_run.maps.strides import stride_names
+from featvis_run.maps.tokens import GridError, infer_token_grid, split_token_levels, tokens_to_maps
+from featvis_run.recording.select import describe, locate_record, select_record
 from featvis_run.schema import MappingSpec, RecorderSpec
 
-__all__ = ["LevelKey", "extract_levels"]
+__all__ = ["LevelKey", "SpatialTokens", "as_maps", "check_map_value", "extract_levels", "hw_pair"]
 
 
 @dataclass(frozen=True, order=True)
 class LevelKey:
-    """A drawn map's name: the recorder (``layer``, e.g. ``neck``) and the mapping (``level``, e.g. ``p3``)."""
+    """A drawn map's name: the recorder (``layer``, e.g. ``neck``) and the level (e.g. ``p3``)."""
 
     layer: str
     level: str
 
 
-def _as_batch(value: Any, key: LevelKey, batch: int) -> np.ndarray:
-    import torch
+@dataclass(frozen=True)
+class SpatialTokens:
+    """Tokens of one or more levels concatenated along L, with each level's (h, w), as a transformer encoder holds
+    them: ``tokens`` is (N, sum(h*w), C)."""
 
-    if isinstance(value, (tuple, list)):
+    tokens: Any
+    shapes: tuple[tuple[int, int], ...]
+
+    def levels(self) -> tuple[np.ndarray, ...]:
+        """One (N, C, h, w) array per level."""
+        return tuple(split_token_levels(_array(self.tokens), self.shapes))
+
+
+def _is_array(x: Any) -> bool:
+    return hasattr(x, "shape") and hasattr(x, "dtype") and not isinstance(x, (str, bytes))
+
+
+def _array(x: Any) -> np.ndarray:
+    if hasattr(x, "detach"):  # a torch tensor
+        x = x.detach().float().cpu().numpy()
+    return np.asarray(x, dtype=np.float32)
+
+
+def hw_pair(x: Any) -> tuple[int, int] | None:
+    """``x`` as an (H, W) pair of positive ints (a tuple, list or torch.Size), or None."""
+    if isinstance(x, (tuple, list)) and len(x) == 2:
+        try:
+            h, w = (int(v) for v in x)
+        except (TypeError, ValueError):
+            return None
+        if h > 0 and w > 0 and all(not _is_array(v) or getattr(v, "ndim", 1) == 0 for v in x):
+            return h, w
+    return None
+
+
+def check_map_value(value: Any, where: str, batch: int) -> None:
+    """Refuse a value that cannot be drawn as a map (its structure only; a token grid is checked later)."""
+    if isinstance(value, SpatialTokens):
+        if len(value.shapes) != 1:
+            raise RecordingError(
+                f"{where} is an encoder memory of {len(value.shapes)} levels {list(value.shapes)}; "
+                f"set data_idx (0..{len(value.shapes) - 1}) to pick one, or drop the mapping to draw them all"
+            )
+        return
+    if isinstance(value, (tuple, list, Mapping)):
         raise RecordingError(
-            f"{key.layer}/{key.level} is a {type(value).__name__} of {len(value)} values, not one feature map; "
-            f"set data_idx (0..{len(value) - 1}) in its mapping"
+            f"{where} is {describe(value)}, not one feature map; set data_idx to pick an element "
+            "(a path such as '1.0' or 'memory' reaches nested ones)"
         )
-    if not isinstance(value, torch.Tensor):
-        raise RecordingError(f"{key.layer}/{key.level} recorded a {type(value).__name__}, not a tensor")
-    if value.dim() == 3 and batch == 1:
-        value = value.unsqueeze(0)
-    if value.dim() != 4 or value.shape[0] != batch:
+    if not _is_array(value):
+        raise RecordingError(f"{where} recorded a {type(value).__name__}, not a tensor; record another layer")
+    shape = tuple(int(v) for v in value.shape)
+    if len(shape) == 4 and shape[0] != batch:
         raise RecordingError(
-            f"{key.layer}/{key.level} has shape {tuple(value.shape)}, not a (N={batch}, C, H, W) feature map; "
+            f"{where} has shape {shape}: its first axis is not the batch of {batch} image(s). This looks like RoI "
+            "features (one map per proposal), which featvis-run does not draw; record the maps they are pooled "
+            "from instead (recorder=fpn, or the neck/backbone module)"
+        )
+    if len(shape) == 3 and shape[0] != batch:
+        raise RecordingError(
+            f"{where} has shape {shape}, which is neither (N={batch}, L, C) tokens nor an (N, C, H, W) map; "
             "record another layer or pick another data_idx"
         )
-    return value.detach().float().cpu().numpy()
+    if len(shape) not in (3, 4) or 0 in shape:
+        raise RecordingError(
+            f"{where} has shape {shape}, not an (N={batch}, C, H, W) feature map or (N, L, C) tokens; "
+            "record another layer or pick another data_idx"
+        )
+
+
+def as_maps(
+    value: Any,
+    where: str,
+    batch: int,
+    input_hw: Sequence[int],
+    grid: Sequence[int] | None = None,
+    extra_tokens: int = 0,
+    carried_hw: Sequence[int] | None = None,
+) -> np.ndarray:
+    """A recorded value as an (N, C, H, W) float32 array.
+
+    Args:
+        value: a 4-D map, 3-D tokens, or single-level :class:`SpatialTokens`.
+        where: the level's name in error messages.
+        batch: images in the batch (N).
+        input_hw: the padded network input's (H, W), for inferring a token grid.
+        grid: an explicit (H, W) for tokens (the mapping's ``grid``).
+        extra_tokens: leading non-grid tokens to drop.
+        carried_hw: the (H, W) the model output carried next to the tokens.
+    """
+    check_map_value(value, where, batch)
+    if isinstance(value, SpatialTokens):
+        return value.levels()[0]
+    arr = _array(value)
+    if arr.ndim == 4:
+        return arr
+    length = arr.shape[1]
+    try:
+        if grid is not None or carried_hw is not None:
+            hw = tuple(grid if grid is not None else carried_hw)
+        else:
+            hw = infer_token_grid(length, input_hw, extra_tokens)
+        return tokens_to_maps(arr, hw, extra_tokens)
+    except GridError as err:
+        raise RecordingError(
+            f"{where} holds tokens of shape {tuple(arr.shape)} and no grid fits ({err}); set the mapping's "
+            f"grid: [H, W] and/or extra_tokens: N (leading class/distillation tokens), e.g. "
+            f"'+recorder.mappings.x={{recorder:...,grid:[H,W],extra_tokens:1}}'"
+        ) from None
+
+
+def _expand(value: Any) -> Any:
+    """Encoder memories become a tuple of per-level maps, so that data_idx can index them."""
+    return value.levels() if isinstance(value, SpatialTokens) and len(value.shapes) > 1 else value
+
+
+def _drawable(value: Any) -> bool:
+    return isinstance(value, SpatialTokens) or (_is_array(value) and getattr(value, "ndim", 0) in (3, 4))
+
+
+def _items(value: Any) -> list[tuple[str, Any, tuple[int, int] | None]]:
+    """(position label, drawable value, carried (H, W)) of every map in a recorder's first call, one level deep."""
+    value = _expand(value)
+    if _drawable(value):
+        return [("out", value, None)]
+    if isinstance(value, Mapping):
+        entries: list[tuple[str, Any]] = [(str(k), v) for k, v in value.items()]
+    elif isinstance(value, (tuple, list)):
+        entries = [(str(i), v) for i, v in enumerate(value)]
+    else:
+        return []
+    found = []
+    for pos, (label, item) in enumerate(entries):
+        item = _expand(item)
+        carried = hw_pair(entries[pos + 1][1]) if pos + 1 < len(entries) else None
+        if _drawable(item):
+            found.append((label, item, carried))
+        elif isinstance(item, (tuple, list)):
+            found += [(f"{label}.{j}", v, None) for j, v in enumerate(item) if _drawable(v)]
+    return found
+
+
+def _unmapped_levels(
+    name: str, spec: RecorderSpec, value: Any, batch: int, input_hw: Sequence[int]
+) -> dict[LevelKey, np.ndarray]:
+    items = _items(value)
+    if not items:
+        raise RecordingError(
+            f"recorder {name!r} ({spec.source}) recorded {describe(value)}, which holds no feature map; "
+            "record another module, or add a mapping with a data_idx path"
+        )
+    maps = [as_maps(v, f"{name}/{label}", batch, input_hw, carried_hw=hw) for label, v, hw in items]
+    if spec.level_prefix:
+        named = stride_names(spec.level_prefix, input_hw, [m.shape[-2:] for m in maps])
+        return {LevelKey(name, level): maps[i] for i, level in named}
+    return {LevelKey(name, label): m for (label, _, _), m in zip(items, maps, strict=True)}
+
+
+def select_level(records: Mapping[str, list[Any]], level: str, mapping: MappingSpec) -> tuple[Any, Any]:
+    """The value a mapping names and the (H, W) the output carries right after it (Swin's ``hw_shape``), if any."""
+    value, parent, last = locate_record(records, level, mapping)
+    carried = None
+    if isinstance(parent, (tuple, list)) and isinstance(last, int) and 0 <= last < len(parent) - 1:
+        carried = hw_pair(parent[last + 1])
+    return value, carried
 
 
 def extract_levels(
@@ -48,27 +203,28 @@ def extract_levels(
     recorders: Mapping[str, RecorderSpec],
     mappings: Mapping[str, MappingSpec],
     batch: int,
+    input_hw: Sequence[int],
 ) -> dict[LevelKey, np.ndarray]:
-    """The (N, C, H, W) map of every mapping, in config order.
+    """The (N, C, H, W) map of every mapping (in config order), then of every recorder without mappings.
 
-    A recorder with no mapping contributes all of its first call: a tensor as level ``out``, a tuple as levels
-    ``0``, ``1``, ... (its 4-D tensors only).
+    A recorder without mappings contributes every map of its first call: named by stride with its
+    ``level_prefix`` (``p3``, ``p4``, ... fine to coarse), else by position (``0``, ``1``, ``1.0``; ``out`` for a
+    single tensor).
     """
     out: dict[LevelKey, np.ndarray] = {}
     for level, mapping in mappings.items():
-        key = LevelKey(mapping.recorder, level)
-        out[key] = _as_batch(select_record(records, level, mapping), key, batch)
+        where = f"{mapping.recorder}/{level}"
+        value, carried = select_level(records, level, mapping)
+        grid = tuple(mapping.grid) if mapping.grid else None
+        out[LevelKey(mapping.recorder, level)] = as_maps(
+            value, where, batch, input_hw, grid, mapping.extra_tokens, carried
+        )
     mapped = {m.recorder for m in mappings.values()}
-    for name in recorders:
+    for name, spec in recorders.items():
         if name in mapped:
             continue
         value = select_record(records, name, MappingSpec(recorder=name))
-        if isinstance(value, (tuple, list)):
-            for i, item in enumerate(value):
-                if getattr(item, "dim", lambda: 0)() in (3, 4):
-                    out[LevelKey(name, str(i))] = _as_batch(item, LevelKey(name, str(i)), batch)
-        else:
-            out[LevelKey(name, "out")] = _as_batch(value, LevelKey(name, "out"), batch)
+        out.update(_unmapped_levels(name, spec, value, batch, input_hw))
     if not out:
         raise RecordingError("the recorder config records nothing: add recorders (and mappings) under recorder=...")
     return out

@@ -1,9 +1,11 @@
-"""Recording intermediate results of a torch model: module outputs/inputs, method and function outputs.
+"""Recording intermediate results of a torch model: module outputs/inputs, method and function outputs, and the
+memory of a DETR-family transformer encoder.
 
 A :class:`FeatureRecorder` installs forward hooks (modules) or wrappers (methods, functions) on ``__enter__`` and
 removes every one of them on ``__exit__``. What it records is kept per recorder name, one entry per call;
-mappings then pick the call (``record_idx``) and the tuple element (``data_idx``) to draw, as MMRazor's
-recorders do. Nothing here is mmdet-specific.
+mappings then pick the call (``record_idx``) and the element (``data_idx``) to draw, as MMRazor's recorders do.
+A mapping is checked against the recorded structure as soon as its call is recorded, so a wrong ``data_idx`` stops
+the forward pass right there instead of after the model's heads.
 """
 
 from __future__ import annotations
@@ -18,7 +20,9 @@ import torch
 from torch import nn
 
 from featvis_run.errors import RecordingError
-from featvis_run.schema import RecorderSpec, RecorderType
+from featvis_run.recording.levels import SpatialTokens, check_map_value
+from featvis_run.recording.select import select_record
+from featvis_run.schema import MappingSpec, RecorderSpec, RecorderType
 
 __all__ = ["FeatureRecorder", "find_module"]
 
@@ -59,49 +63,138 @@ def _import_attr(path: str) -> tuple[Any, str, Any]:
 def _detach(x: Any) -> Any:
     if isinstance(x, torch.Tensor):
         return x.detach()
-    if isinstance(x, (tuple, list)):
+    if isinstance(x, (tuple, list)) and not hasattr(x, "_fields"):
         return type(x)(_detach(v) for v in x)
+    if isinstance(x, dict):
+        return {k: _detach(v) for k, v in x.items()}
     return x
 
 
-class FeatureRecorder:
-    """Context manager recording what the configured ``recorders`` see while the model runs."""
+def _encoder_levels(kwargs: Mapping[str, Any], memory: torch.Tensor, feat_shapes: list[tuple[int, int]]) -> Any:
+    """The (h, w) of each level in an encoder's memory: its ``spatial_shapes`` argument (multi-level encoders), else
+    the input feature map whose h * w is the token count (single-level DETRs)."""
+    shapes = kwargs.get("spatial_shapes")
+    if shapes is not None:
+        return tuple((int(h), int(w)) for h, w in shapes.tolist())
+    fits = [hw for hw in feat_shapes if hw[0] * hw[1] == memory.shape[1]]
+    if not fits:
+        raise RecordingError(
+            f"the encoder memory has {memory.shape[1]} tokens, and no input feature map "
+            f"{feat_shapes} has that many cells; record the encoder with a mapping and an explicit grid: [H, W]"
+        )
+    return (fits[-1],)
 
-    def __init__(self, model: nn.Module, recorders: Mapping[str, RecorderSpec]):
+
+class FeatureRecorder:
+    """Context manager recording what the configured ``recorders`` see while the model runs.
+
+    Args:
+        model: the model whose modules are hooked.
+        recorders: what to record, by recorder name.
+        mappings: levels to check as soon as their call is recorded (structure only).
+        batch: images per forward pass (mappings are checked against it).
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        recorders: Mapping[str, RecorderSpec],
+        mappings: Mapping[str, MappingSpec] | None = None,
+        batch: int = 1,
+    ):
         self.model = model
         self.specs = dict(recorders)
+        self.mappings = dict(mappings or {})
+        self.batch = batch
         self.records: dict[str, list[Any]] = {name: [] for name in self.specs}
         self._undo: list[Callable[[], None]] = []
         # Resolve every source now, so that a bad name fails before the (slow) forward pass.
-        self._targets = {name: self._resolve(spec) for name, spec in self.specs.items()}
+        self._targets = {name: self._resolve(name, spec) for name, spec in self.specs.items()}
 
-    def _resolve(self, spec: RecorderSpec) -> Any:
+    def _resolve(self, name: str, spec: RecorderSpec) -> Any:
         if spec.type in (RecorderType.module_outputs, RecorderType.module_inputs):
-            return find_module(self.model, spec.source)
+            try:
+                return find_module(self.model, spec.source)
+            except RecordingError as err:
+                if spec.source in ("neck", "backbone") and spec.level_prefix:
+                    top = ", ".join(n for n, _ in self.model.named_children())
+                    raise RecordingError(
+                        f"recorder {name!r} records the model's {spec.source!r}, but {type(self.model).__name__} has "
+                        f"none (its top-level modules: {top}); use recorder=backbone, recorder=encoder (DETR-family), "
+                        "or a recorder of your own: recorder=custom '+recorder.recorders.x={type:module_outputs,"
+                        "source:<module>}' (names: featvis-run mode=layers)"
+                    ) from None
+                raise err
+        if spec.type is RecorderType.encoder_memory:
+            missing = [m for m in ("pre_transformer", spec.source) if not callable(getattr(self.model, m, None))]
+            if missing:
+                raise RecordingError(
+                    f"recorder {name!r} records the encoder memory of DETR-family detectors (their "
+                    f"pre_transformer and {spec.source} methods), but {type(self.model).__name__} has no "
+                    f"{' or '.join(missing)}; use recorder=fpn or recorder=backbone"
+                )
+            return spec.source
         return _import_attr(spec.source)
+
+    def _store(self, name: str) -> Callable[[Any], None]:
+        """Append to recorder ``name`` and check the mappings of that call right away."""
+        store = self.records[name]
+        checks = [(level, m) for level, m in self.mappings.items() if m.recorder == name and m.record_idx >= 0]
+
+        def add(value: Any) -> None:
+            store.append(value)
+            for level, mapping in checks:
+                if mapping.record_idx == len(store) - 1:
+                    check_map_value(select_record(self.records, level, mapping), f"{name}/{level}", self.batch)
+
+        return add
 
     def __enter__(self) -> FeatureRecorder:
         for name, spec in self.specs.items():
-            store = self.records[name]
+            add = self._store(name)
             target = self._targets[name]
             if spec.type is RecorderType.module_outputs:
-                handle = target.register_forward_hook(lambda m, i, o, s=store: s.append(_detach(o)))
+                handle = target.register_forward_hook(lambda m, i, o, add=add: add(_detach(o)))
                 self._undo.append(handle.remove)
             elif spec.type is RecorderType.module_inputs:
-                handle = target.register_forward_pre_hook(lambda m, i, s=store: s.append(_detach(i)))
+                handle = target.register_forward_pre_hook(lambda m, i, add=add: add(_detach(i)))
                 self._undo.append(handle.remove)
+            elif spec.type is RecorderType.encoder_memory:
+                self._wrap_encoder(target, add)
             else:
-                self._wrap(target, store)
+                self._wrap(target, add)
         return self
 
-    def _wrap(self, target: tuple[Any, str, Any], store: list[Any]) -> None:
+    def _wrap_encoder(self, method: str, add: Callable[[Any], None]) -> None:
+        """Wrap the detector's ``pre_transformer`` (to see the feature maps fed in) and ``method`` (the encoder
+        call, whose ``memory`` output is recorded with its level shapes) on this model instance only."""
+        model = self.model
+        pre, encode = model.pre_transformer, getattr(model, method)
+        feat_shapes: list[tuple[int, int]] = []
+
+        def pre_transformer(*args: Any, **kwargs: Any) -> Any:
+            feats = args[0] if args else kwargs.get("img_feats", ())
+            feat_shapes[:] = [tuple(int(v) for v in f.shape[-2:]) for f in feats]
+            return pre(*args, **kwargs)
+
+        def forward_encoder(*args: Any, **kwargs: Any) -> Any:
+            out = encode(*args, **kwargs)
+            memory = out["memory"] if isinstance(out, Mapping) else out
+            add(SpatialTokens(memory.detach(), _encoder_levels(kwargs, memory, feat_shapes)))
+            return out
+
+        for attr, fn in (("pre_transformer", pre_transformer), (method, forward_encoder)):
+            setattr(model, attr, fn)
+            self._undo.append(lambda attr=attr: delattr(model, attr))
+
+    def _wrap(self, target: tuple[Any, str, Any], add: Callable[[Any], None]) -> None:
         owner, attr, original = target
         raw = inspect.getattr_static(owner, attr)
         own = attr in vars(owner)
 
         def wrapper(*args: Any, **kwargs: Any) -> Any:
             out = original(*args, **kwargs)
-            store.append(_detach(out))
+            add(_detach(out))
             return out
 
         replacement: Any = wrapper

@@ -125,8 +125,10 @@ def _diff_table(result: RunResult) -> Table:
     return table
 
 
-def print_layers(layers: Sequence[Any], out_dir: Any, console: Console | None = None) -> None:
-    """Print every module that produced a tensor, with its output shapes (``mode=layers``)."""
+def print_layers(
+    layers: Sequence[Any], out_dir: Any, notes: Sequence[str] = (), console: Console | None = None
+) -> None:
+    """Print every module that produced a tensor, with its output shapes and token grids (``mode=layers``)."""
     console = console or make_console()
     table = Table(title="modules and output shapes of their first call (use the name as recorder source)")
     for col in ("name", "type", "output shapes", "calls", "params"):
@@ -134,6 +136,10 @@ def print_layers(layers: Sequence[Any], out_dir: Any, console: Console | None = 
     for layer in layers:
         if layer.shapes:
             shapes = "  ".join(_shape(s) for s in layer.shapes)
+            if layer.grids:
+                shapes += "  (" + "; ".join(layer.grids) + ")"
             table.add_row(layer.name, layer.type, shapes, str(layer.calls), f"{layer.params:,}")
     console.print(table)
+    for note in notes:
+        console.print(f"[yellow]note:[/] {note}")
     console.print(f"[bold]output[/] {out_dir}/layers.json")

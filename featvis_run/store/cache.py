@@ -28,7 +28,7 @@ from featvis_run.store.outputs import write_bytes
 __all__ = ["ActivationCache", "CacheStats", "library_versions"]
 
 _LIBRARIES = ("featvis-run", "torch", "mmcv", "mmdet", "mmengine", "numpy")
-_FORMAT = 1
+_FORMAT = 3
 
 
 @dataclass
@@ -55,8 +55,9 @@ def _encode(item: ImageFeatures) -> bytes:
     meta = {
         "format": _FORMAT,
         "levels": [[k.layer, k.level] for k in levels],
-        "geometry": [item.geometry.ori_hw, item.geometry.img_hw, item.geometry.input_hw],
+        "geometry": [item.geometry.ori_hw, item.geometry.img_hw, item.geometry.input_hw, item.geometry.offset_hw],
         "class_names": list(item.detections.class_names),
+        "notes": list(item.notes),
     }
     arrays = {f"level_{i}": np.ascontiguousarray(item.features[k], dtype=np.float32) for i, k in enumerate(levels)}
     buf = io.BytesIO()
@@ -76,10 +77,10 @@ def _decode(path: Path) -> ImageFeatures:
         meta = json.loads(str(data["meta"]))
         if meta.get("format") != _FORMAT:
             raise ValueError(f"cache format {meta.get('format')} != {_FORMAT}")
-        ori, img, inp = (tuple(int(v) for v in hw) for hw in meta["geometry"])
+        ori, img, inp, offset = (tuple(int(v) for v in hw) for hw in meta["geometry"])
         features = {LevelKey(*k): data[f"level_{i}"] for i, k in enumerate(meta["levels"])}
         dets = Detections(data["boxes"], data["scores"], data["labels"], tuple(meta["class_names"]))
-    return ImageFeatures(Geometry(ori, img, inp), dets, features)
+    return ImageFeatures(Geometry(ori, img, inp, offset), dets, features, tuple(meta.get("notes", ())))
 
 
 @dataclass
