@@ -15,7 +15,8 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from featvis_run.errors import ConfigError, FeatvisError
+from featvis_run.cli_args import is_multirun, option_value, prepare_argv
+from featvis_run.errors import ConfigError, FeatvisError, RunInterrupted
 from featvis_run.schema import Config, Mode, register_configs
 
 __all__ = ["main"]
@@ -116,37 +117,54 @@ def _main(dcfg: DictConfig) -> None:
         _record_job_error(out_dir, f"{type(err).__name__}: {err}")
 
 
-def _expand_shorthands(argv: list[str]) -> list[str]:
-    """``images=X`` is short for ``images.paths=X`` (``images.limit``/``images.shard`` stay as they are)."""
-    return [f"images.paths={a[len('images=') :]}" if a.startswith("images=") else a for a in argv]
-
-
 def _check_output_dir_arg(argv: list[str]) -> str | None:
     """Hydra creates its run folder (``output.dir`` when given) before the job starts and fails with a traceback
     when it cannot: check a command-line ``output.dir=`` first and return the one-line error, if any."""
-    if "-m" in argv or "--multirun" in argv:
+    value = option_value(argv, "output.dir")
+    if is_multirun(argv) or value in (None, "", "null"):
         return None  # sweep jobs refuse output.dir themselves
-    for arg in argv:
-        key, _, value = arg.partition("=")
-        if key.lstrip("+") != "output.dir" or value in ("", "null"):
-            continue
-        path = Path(value).expanduser()
-        try:
-            path.mkdir(parents=True, exist_ok=True)
-            if not os.access(path, os.W_OK | os.X_OK):
-                raise PermissionError(13, "Permission denied")
-        except OSError as err:
-            return (
-                f"output.dir={str(path)!r} is not a writable folder ({err.strerror or err}); "
-                "choose another with output.dir=..."
-            )
+    path = Path(value).expanduser()
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        if not os.access(path, os.W_OK | os.X_OK):
+            raise PermissionError(13, "Permission denied")
+    except OSError as err:
+        reason = err.strerror or err
+        return f"output.dir={str(path)!r} is not a writable folder ({reason}); choose another with output.dir=..."
+    return None
+
+
+def _check_same_settings(raw: list[str], argv: list[str]) -> str | None:
+    """A run into an ``output.dir`` that already holds a run: Hydra rewrites ``.hydra/`` there before the job
+    starts, so a run with other settings is refused here, before Hydra, unless ``output.overwrite=true``."""
+    from featvis_run.store.run_folder import check_settings, holds_run
+
+    value = option_value(raw, "output.dir")
+    if is_multirun(argv) or value in (None, "", "null") or not holds_run(Path(value).expanduser()):
+        return None
+    from hydra import compose, initialize_config_dir
+
+    overrides = [a for a in argv if not a.startswith("-") and not a.lstrip("+~").startswith(("hydra.", "hydra/"))]
+    try:
+        with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+            dcfg = compose(config_name="config", overrides=overrides)
+        resolved = OmegaConf.to_container(dcfg, resolve=True, enum_to_str=True)
+    except Exception:
+        return None  # Hydra reports a bad override itself, with its own message
+    overwrite = str(option_value(raw, "output.overwrite")).lower() == "true"
+    try:
+        check_settings(Path(value).expanduser(), resolved, overwrite)
+    except FeatvisError as err:
+        return str(err)
     return None
 
 
 def main() -> None:
-    """Console-script entry point."""
-    sys.argv[1:] = _expand_shorthands(sys.argv[1:])
-    problem = _check_output_dir_arg(sys.argv[1:])
+    """Console-script entry point: prepares the command line (shorthands, quoted paths), checks the output folder,
+    runs Hydra, and turns Ctrl-C into one line and exit code 130."""
+    raw = sys.argv[1:]
+    sys.argv[1:] = prepare_argv(raw)
+    problem = _check_output_dir_arg(raw) or _check_same_settings(raw, sys.argv[1:])
     if problem:
         print(f"featvis-run: error: {problem}", file=sys.stderr)
         sys.exit(2)
@@ -156,6 +174,12 @@ def main() -> None:
         _main()
     except BrokenPipeError:  # e.g. `featvis-run --help | head`
         sys.stderr.close()
+    except RunInterrupted as err:
+        print(f"featvis-run: {err}", file=sys.stderr)
+        sys.exit(130)
+    except KeyboardInterrupt:
+        print("featvis-run: interrupted before any image was finished; nothing was written", file=sys.stderr)
+        sys.exit(130)
 
 
 if __name__ == "__main__":

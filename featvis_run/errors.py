@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["FeatvisError", "ConfigError", "InputError", "ModelError", "RecordingError"]
+__all__ = ["FeatvisError", "ConfigError", "InputError", "ModelError", "OutputError", "RecordingError", "RunInterrupted"]
 
 
 class FeatvisError(Exception):
@@ -25,3 +25,15 @@ class ModelError(FeatvisError):
 
 class RecordingError(FeatvisError):
     """A recorder or mapping names a layer, call or element that does not exist."""
+
+
+class OutputError(FeatvisError):
+    """An output file cannot be written (full disk, permissions): the run stops with one line."""
+
+
+class RunInterrupted(KeyboardInterrupt):
+    """Ctrl-C during a run: carries how far it got, so the entry point can say so in one line and exit 130."""
+
+    def __init__(self, done: int, total: int, resume_hint: str):
+        super().__init__(f"interrupted after {done} of {total} images; {resume_hint}")
+        self.done, self.total = done, total

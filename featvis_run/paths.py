@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-__all__ = ["PACKAGE_DIR", "resolve_package_path"]
+__all__ = ["DEMO_CHECKPOINT", "DEMO_SCENE", "PACKAGE_DIR", "resolve_package_path"]
 
 PACKAGE_DIR = Path(__file__).resolve().parent
+#: the shipped demo model's weights and the demo scene
+DEMO_CHECKPOINT = PACKAGE_DIR / "assets" / "demo_shapes.pth"
+DEMO_SCENE = PACKAGE_DIR / "assets" / "demo_scene.png"
 _PREFIX = "pkg://featvis_run/"
 
 

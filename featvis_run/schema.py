@@ -69,6 +69,7 @@ class ModelConfig:
     repo: str = "mmdet"
     checkpoint: str | None = None
     trust_checkpoint: bool = False
+    partial_checkpoint: bool = False
     device: str = "cpu"
     seed: int = 0
     test_scale: list[int] | None = None
@@ -168,6 +169,7 @@ class LayoutConfig:
 class OutputConfig:
     name: str = MISSING
     dir: str | None = None
+    overwrite: bool = False
     overlaid: bool = True
     alpha: float = 0.5
     resize_shape: list[int] | None = None
@@ -194,6 +196,7 @@ class CacheConfig:
 
     enabled: bool = True
     dir: str = "outputs/cache"
+    max_gb: float | None = 4.0
 
 
 @dataclass
@@ -228,20 +231,12 @@ class Config:
     debug: bool = False
 
 
-def _stem(path: str) -> str:
-    """A model's name from its config reference: the file stem without a trailing ``_config``
-    (``retinanet/retinanet_r50_fpn_2x_coco.py`` -> ``retinanet_r50_fpn_2x_coco``)."""
-    name = str(path).replace("\\", "/").rstrip("/").rsplit("/", 1)[-1].rsplit("::", 1)[-1]
-    return name.removesuffix(".py").removesuffix("_config")
-
-
 def register_configs() -> None:
     """Register the root schema (``conf/config.yaml`` extends it, so every group's YAML merges into typed nodes)
-    and the resolvers the YAML files use: ``featvis.or`` (a value, else a default) and ``featvis.stem`` (a config
-    path's file stem, the name a model is reported by)."""
+    and the resolvers the YAML files use (:mod:`featvis_run.resolvers`)."""
     from hydra.core.config_store import ConfigStore
-    from omegaconf import OmegaConf
 
-    OmegaConf.register_new_resolver("featvis.or", lambda value, default: value or default, replace=True)
-    OmegaConf.register_new_resolver("featvis.stem", _stem, replace=True)
+    from featvis_run.resolvers import register_resolvers
+
+    register_resolvers()
     ConfigStore.instance().store(name="config_schema", node=Config)

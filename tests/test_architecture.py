@@ -46,7 +46,7 @@ def import_graph(package: Path) -> dict[str, set[str]]:
                     parts = parts[: len(parts) - node.level + 1]
                     base = ".".join(parts + ([node.module] if node.module else []))
                 targets |= {base} | {f"{base}.{a.name}" for a in node.names}
-        graph[name] = {r for t in targets if t.split('.')[0] == package.name and (r := resolve(t)) and r != name}
+        graph[name] = {r for t in targets if t.split(".")[0] == package.name and (r := resolve(t)) and r != name}
     return graph
 
 

@@ -1,7 +1,10 @@
 """The activation cache: round trip, keys, corrupt entries, concurrent writers, and runs that hit it."""
 
 import json
+import math
 import multiprocessing
+import os
+import time
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +14,7 @@ from featvis_run.maps.geometry import Geometry
 from featvis_run.models.base import ImageFeatures
 from featvis_run.predictions import Detections
 from featvis_run.recording.levels import LevelKey
-from featvis_run.store.cache import ActivationCache
+from featvis_run.store.cache import ActivationCache, dequantize, quantize_level
 
 from .test_cli import run_cli
 
@@ -25,18 +28,35 @@ def item(seed: int = 0) -> ImageFeatures:
     return ImageFeatures(Geometry((100, 80), (50, 40), (64, 64)), dets, feats)
 
 
-def test_round_trip(tmp_path):
+def test_round_trip_returns_what_quantize_returns(tmp_path):
     cache = ActivationCache(tmp_path)
     key = cache.key("model", "image", {"r": 1})
     cache.put(key, item())
     got = cache.get(key)
-    want = item()
+    want = cache.quantize(item())  # a fresh run draws these: the same numbers as a later hit
     assert got.geometry == want.geometry and got.detections.class_names == ("a", "b")
     np.testing.assert_array_equal(got.detections.boxes, want.detections.boxes)
     assert list(got.features) == list(want.features)
     for k in want.features:
         np.testing.assert_array_equal(got.features[k], want.features[k])
-    assert cache.stats.hits == 1 and cache.size_bytes() > 0
+        # float16 with a power-of-two scale: at most 2^-11 relative to the level's largest value
+        original = item().features[k]
+        assert np.abs(got.features[k] - original).max() <= np.abs(original).max() * 2.0**-11
+    assert cache.stats.hits == 1 and cache.size_bytes() == len(next(tmp_path.rglob("*.npz")).read_bytes())
+
+
+@pytest.mark.parametrize("magnitude", [1e-13, 1.0, 7e4, 2e9])
+def test_quantization_keeps_any_magnitude_finite_and_precise(magnitude):
+    rng = np.random.default_rng(1)
+    x = (rng.normal(size=(3, 5, 7)) * magnitude).astype(np.float32)
+    x[0, 0, 0], x[1, 1, 1], x[2, 2, 2] = np.nan, np.inf, -np.inf
+    values, scale = quantize_level(x)
+    back = dequantize(values, scale)
+    finite = np.isfinite(x)
+    assert np.isfinite(back[finite]).all()  # 7e4 and 2e9 are beyond float16's 65504
+    assert np.abs(back[finite] - x[finite]).max() <= np.abs(x[finite]).max() * 2.0**-11
+    assert np.isnan(back[0, 0, 0]) and back[1, 1, 1] == np.inf and back[2, 2, 2] == -np.inf
+    assert math.log2(scale).is_integer()
 
 
 def test_key_depends_on_model_image_and_recorder_only():
@@ -61,6 +81,81 @@ def test_disabled_cache_stores_nothing(tmp_path):
     cache = ActivationCache(None)
     cache.put("k", item())
     assert cache.get("k") is None and cache.size_bytes() == 0 and not cache.enabled
+    assert cache.quantize(item()).features[LevelKey("neck", "p3")] is not None
+    np.testing.assert_array_equal(
+        cache.quantize(item()).features[LevelKey("neck", "p3")], item().features[LevelKey("neck", "p3")]
+    )
+
+
+def test_an_unwritable_cache_turns_itself_off_with_one_warning(tmp_path, capsys):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    cache = ActivationCache(blocker / "cache")
+    cache.put(cache.key("m", "1", {}), item())
+    cache.put(cache.key("m", "2", {}), item(1))
+    assert not cache.enabled and cache.configured and "could not be written" in cache.warning
+    assert capsys.readouterr().err.count("warning:") == 1
+    assert cache.get(cache.key("m", "1", {})) is None  # off: a miss, never an exception
+
+
+def test_least_recently_used_entries_are_evicted_past_the_bound(tmp_path):
+    probe = ActivationCache(tmp_path / "probe")
+    probe.put("k", item())
+    entry = next((tmp_path / "probe").rglob("*.npz")).stat().st_size
+    cache = ActivationCache(tmp_path / "c")
+    keys = [cache.key("m", str(i), {}) for i in range(4)]
+    for i, key in enumerate(keys[:3]):
+        cache.put(key, item(i))
+        os.utime(cache._path(key), (1000 + i, 1000 + i))  # put order = age
+    cache.max_bytes = int(entry * 3.5)
+    assert cache.get(keys[0]) is not None  # read: now the most recently used
+    doomed = cache._path(keys[1]).stat().st_size + cache._path(keys[2]).stat().st_size
+    cache.put(keys[3], item(3))  # 4 entries > 3.5: evict the least recently used down to 80% (2.8 entries)
+    left = {k for k in keys if cache._path(k).exists()}
+    assert left == {keys[0], keys[3]}
+    assert cache.stats.evicted_entries == 2 and cache.stats.evicted_bytes == doomed
+    actual = sum(p.stat().st_size for p in (tmp_path / "c").rglob("*.npz"))
+    assert cache.size_bytes() == actual
+
+
+def test_size_comes_from_the_ledger_not_a_walk(tmp_path):
+    cache = ActivationCache(tmp_path)
+    cache.put(cache.key("m", "1", {}), item())
+    (tmp_path / "size.json").write_text(json.dumps({"bytes": 123456789}))
+    assert cache.size_bytes() == 123456789  # read, not recounted
+    (tmp_path / "size.json").unlink()
+    assert cache.size_bytes() == next(tmp_path.rglob("*.npz")).stat().st_size  # rebuilt by one scan when missing
+
+
+def test_stale_temp_files_of_killed_writers_are_removed(tmp_path):
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    stale, fresh = tmp / ".x.npz.abc.tmp", tmp / ".y.npz.def.tmp"
+    stale.write_bytes(b"half an entry")
+    fresh.write_bytes(b"a writer at work")
+    os.utime(stale, (time.time() - 3600, time.time() - 3600))
+    ActivationCache(tmp_path).put("k" * 64, item())
+    assert not stale.exists() and fresh.exists()
+
+
+def _bounded_writer(args):
+    root, start, count, bound = args
+    cache = ActivationCache(Path(root), max_bytes=bound)
+    for i in range(start, start + count):
+        cache.put(cache.key("m", str(i), {}), item(i))
+    return cache.stats.evicted_entries
+
+
+def test_concurrent_writers_keep_the_bound_and_an_exact_ledger(tmp_path):
+    probe = ActivationCache(tmp_path / "probe")
+    probe.put("k", item())
+    entry = next((tmp_path / "probe").rglob("*.npz")).stat().st_size
+    root = tmp_path / "shared"
+    with multiprocessing.get_context("fork").Pool(3) as pool:
+        evicted = pool.map(_bounded_writer, [(str(root), i * 10, 10, entry * 6) for i in range(3)])
+    actual = sum(p.stat().st_size for p in root.rglob("*.npz"))
+    assert actual <= entry * 6 and sum(evicted) >= 30 - 6
+    assert ActivationCache(root).size_bytes() == actual
 
 
 def _writer(args):

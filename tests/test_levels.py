@@ -176,8 +176,9 @@ class _Net(torch.nn.Module):
 def test_a_bad_data_idx_stops_the_forward_pass_before_the_head():
     net = _Net()
     bad = {"p9": MappingSpec(recorder="neck", data_idx=5)}
-    with pytest.raises(RecordingError, match="data_idx=5 is out of range"), FeatureRecorder(
-        net, {"neck": rec("neck")}, bad, batch=1
+    with (
+        pytest.raises(RecordingError, match="data_idx=5 is out of range"),
+        FeatureRecorder(net, {"neck": rec("neck")}, bad, batch=1),
     ):
         net(torch.zeros(1, 2, 8, 8))
     assert net.head_calls == 0 and not net.neck._forward_hooks  # stopped at the neck; hooks removed

@@ -85,7 +85,7 @@ def test_bad_checkpoints_give_clear_errors(tiny_config, tmp_path):
         load_detector(tiny(tiny_config, checkpoint=str(tmp_path / "missing.pth")))
     garbage = tmp_path / "garbage.pth"
     garbage.write_text("not a checkpoint")
-    with pytest.raises(ModelError, match="is not a readable PyTorch checkpoint"):
+    with pytest.raises(ModelError, match=r"is not a PyTorch checkpoint \(neither a torch.save archive nor a pickle\)"):
         load_detector(tiny(tiny_config, checkpoint=str(garbage)))
     other = tmp_path / "other.pth"
     torch.save({"state_dict": {"foo.weight": torch.zeros(3)}}, other)

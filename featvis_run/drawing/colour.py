@@ -1,7 +1,8 @@
 """Colour-mapping maps and blending them on images. All images are uint8 BGR (OpenCV's order).
 
 Maps are min-max scaled per map to 0..255 and colour-mapped (JET by default), as MMEngine's
-``Visualizer.draw_featmap`` does.
+``Visualizer.draw_featmap`` does. Non-finite cells (NaN, infinities) are left out of the scaling and painted
+:data:`MISSING` grey, so they are never mistaken for a value.
 """
 
 from __future__ import annotations
@@ -11,7 +12,10 @@ import numpy as np
 
 from featvis_run.errors import ConfigError
 
-__all__ = ["blend", "colorize", "colorize_signed", "colormap_id", "to_uint8"]
+__all__ = ["MISSING", "blend", "colorize", "colorize_signed", "colormap_id", "paint_missing", "to_uint8"]
+
+#: BGR colour of cells without a finite value.
+MISSING = (128, 128, 128)
 
 
 def colormap_id(name: str) -> int:
@@ -24,14 +28,27 @@ def colormap_id(name: str) -> int:
 
 
 def to_uint8(a: np.ndarray) -> np.ndarray:
-    """Min-max scale to 0..255 over the whole array (cv2.NORM_MINMAX, truncated as MMEngine does)."""
-    norm = cv2.normalize(a.astype(np.float32), None, 0, 255, cv2.NORM_MINMAX)
+    """Min-max scale to 0..255 over the whole array (cv2.NORM_MINMAX, truncated as MMEngine does); the range is
+    taken over finite values, and non-finite ones become 0 (see :func:`paint_missing`)."""
+    a = a.astype(np.float32)
+    finite = np.isfinite(a)
+    if not finite.all():
+        a = np.where(finite, a, a[finite].min() if finite.any() else 0.0).astype(np.float32)
+    norm = cv2.normalize(a, None, 0, 255, cv2.NORM_MINMAX)
     return np.asarray(norm, dtype=np.uint8)
 
 
+def paint_missing(picture: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """Paint the pixels of ``picture`` whose ``values`` are not finite in :data:`MISSING` grey (in place)."""
+    missing = ~np.isfinite(values)
+    if missing.any():
+        picture[missing] = MISSING
+    return picture
+
+
 def colorize(map2d: np.ndarray, colormap: str = "jet") -> np.ndarray:
-    """A (H, W) float map as a colour-mapped BGR image, min-max scaled."""
-    return cv2.applyColorMap(to_uint8(map2d), colormap_id(colormap))
+    """A (H, W) float map as a colour-mapped BGR image, min-max scaled; non-finite cells grey."""
+    return paint_missing(cv2.applyColorMap(to_uint8(map2d), colormap_id(colormap)), map2d)
 
 
 def _coolwarm_lut() -> np.ndarray:
@@ -44,10 +61,11 @@ def _coolwarm_lut() -> np.ndarray:
 
 def colorize_signed(map2d: np.ndarray) -> np.ndarray:
     """A signed (H, W) map with a diverging colormap centred on 0: blue < 0 < red, scaled by max |value|."""
-    peak = float(np.abs(map2d).max())
-    scaled = map2d / peak if peak > 0 else np.zeros_like(map2d)
+    finite = np.isfinite(map2d)
+    peak = float(np.abs(map2d[finite]).max()) if finite.any() else 0.0
+    scaled = np.where(finite, map2d, 0.0) / peak if peak > 0 else np.zeros_like(map2d)
     u8 = np.clip(np.round(127.5 + 127.5 * scaled), 0, 255).astype(np.uint8)
-    return cv2.applyColorMap(u8, _coolwarm_lut())
+    return paint_missing(cv2.applyColorMap(u8, _coolwarm_lut()), map2d)
 
 
 def blend(image: np.ndarray, heat: np.ndarray, alpha: float) -> np.ndarray:

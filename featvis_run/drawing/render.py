@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 
 from featvis_run.drawing.boxes import draw_detections
-from featvis_run.drawing.colour import blend, colorize, colorize_signed, to_uint8
+from featvis_run.drawing.colour import MISSING, blend, colorize, colorize_signed, paint_missing, to_uint8
 from featvis_run.drawing.layout import check_arrangement, magnify, tile_grid
 from featvis_run.maps.geometry import Geometry, upsample_to_canvas
 from featvis_run.maps.reduce import ReducedMap
@@ -57,7 +57,7 @@ def _draw_one(
     """One (H, W) map as a heatmap: blended on ``canvas`` when given, else at its own resolution."""
     if canvas is not None:
         up = upsample_to_canvas(map2d, feat_hw, geom, canvas.shape[:2])
-        return blend(canvas, _colorize(up, opts), opts.alpha)
+        return paint_missing(blend(canvas, _colorize(up, opts), opts.alpha), up)
     if opts.resize_shape is not None:
         h, w = opts.resize_shape
         map2d = cv2.resize(map2d.astype(np.float32), (w, h), interpolation=cv2.INTER_LINEAR)
@@ -66,6 +66,18 @@ def _draw_one(
 
 def _colorize(map2d: np.ndarray, opts: RenderOptions) -> np.ndarray:
     return colorize_signed(map2d) if opts.signed else colorize(map2d, opts.colormap)
+
+
+def _empty(like: np.ndarray) -> np.ndarray:
+    """A grey picture of ``like``'s size marked "no finite values"."""
+    out = np.empty_like(like)
+    out[:] = MISSING
+    text = "no finite values"
+    scale = max(0.4, min(out.shape[1] / 320, 1.5))
+    (tw, th), _ = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
+    org = (max(0, (out.shape[1] - tw) // 2), (out.shape[0] + th) // 2)
+    cv2.putText(out, text, org, cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), 1, cv2.LINE_AA)
+    return out
 
 
 def render_map(
@@ -95,8 +107,10 @@ def render_map(
         if canvas is not None:
             rgb = np.stack([upsample_to_canvas(ch, feat_hw, geom, canvas.shape[:2]) for ch in rgb])
         bgr = cv2.cvtColor(np.ascontiguousarray(to_uint8(rgb).transpose(1, 2, 0)), cv2.COLOR_RGB2BGR)
-        out = blend(canvas, bgr, opts.alpha) if canvas is not None else magnify(bgr, opts.min_size)
-        return out
+        bgr = paint_missing(blend(canvas, bgr, opts.alpha) if canvas is not None else bgr, rgb.sum(axis=0))
+        return bgr if canvas is not None else magnify(bgr, opts.min_size)
+    if not np.isfinite(reduced.maps).any():  # nothing to draw: a grey picture that says so
+        return _empty(canvas if canvas is not None else magnify(_colorize(reduced.maps[0], opts), opts.min_size))
     out = _draw_one(reduced.maps[0], feat_hw, geom, canvas, opts)
     if canvas is None:
         return magnify(out, opts.min_size)

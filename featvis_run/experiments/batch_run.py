@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Sequence
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -12,9 +13,9 @@ import cv2
 import numpy as np
 
 from featvis_run.drawing.layout import contact_sheet
-from featvis_run.errors import FeatvisError
-from featvis_run.experiments.common import activation_cache, cache_summary, progress_bar
-from featvis_run.experiments.draw import draw_levels
+from featvis_run.errors import FeatvisError, RunInterrupted
+from featvis_run.experiments.common import activation_cache, cache_summary, progress_bar, resume_hint
+from featvis_run.experiments.draw import draw_levels, non_finite_notes
 from featvis_run.experiments.inputs import ImageBatches
 from featvis_run.experiments.settings import DrawSettings
 from featvis_run.models.source import FeatureSource
@@ -23,16 +24,19 @@ from featvis_run.schema import Config
 from featvis_run.store.images import InputImage
 from featvis_run.store.manifest import Failure, ImageRecord, MapRecord, RunResult
 from featvis_run.store.outputs import safe_name, write_image
+from featvis_run.store.run_folder import RunFolder
 from featvis_run.timing import Timer
 
 __all__ = ["run_images"]
 
 
 class _ImageRun:
-    """Draws every level of batches of images from one feature source; collects records and contact thumbnails."""
+    """Draws every level of batches of images from one feature source; collects records and contact thumbnails,
+    and journals each finished image in the run folder (so an interrupted run resumes)."""
 
-    def __init__(self, source: FeatureSource, settings: DrawSettings, out_dir: Path, thumb_height: int):
-        self.source, self.settings, self.out_dir, self.thumb_height = source, settings, out_dir, thumb_height
+    def __init__(self, source: FeatureSource, settings: DrawSettings, folder: RunFolder, thumb_height: int):
+        self.source, self.settings, self.folder, self.thumb_height = source, settings, folder, thumb_height
+        self.out_dir = folder.out_dir
         self.outputs: list[MapRecord] = []
         self.images: list[ImageRecord] = []
         self.failures: list[Failure] = []
@@ -54,19 +58,35 @@ class _ImageRun:
             return
         started = time.perf_counter()
         for im, item in zip(batch, items, strict=True):
-            self.notes += [f"{im.image_id}: {note}" for note in item.notes]
+            notes = [f"{im.image_id}: {note}" for note in item.notes]
             drawn = draw_levels(
                 im.image_id, im.array, item.features, item.geometry, item.detections, self.settings, self.out_dir
             )
-            for record, picture in drawn:
-                self.outputs.append(record)
-                if self.thumb_height:
-                    key = LevelKey(record.layer, record.level)
-                    self.thumbs.setdefault(key, []).append((im.image_id, _thumbnail(picture, self.thumb_height)))
             g = item.geometry
             shown = item.detections.above(self.settings.pred_score_thr)
-            self.images.append(ImageRecord(os.path.abspath(im.path), g.ori_hw, g.input_hw, len(shown.boxes)))
+            image = ImageRecord(os.path.abspath(im.path), g.ori_hw, g.input_hw, len(shown.boxes))
+            records = [record for record, _ in drawn]
+            self._add(im.image_id, image, records, notes, [picture for _, picture in drawn])
+            payload = {"image": asdict(image), "outputs": [asdict(r) for r in records], "notes": notes}
+            self.folder.record(im.image_id, [r.file for r in records], payload)
         self.source.timer.add("render", started)
+
+    def restore(self, image_id: str, entry: dict[str, Any]) -> None:
+        """Take a finished image from the journal of an earlier run in this folder."""
+        records = [MapRecord(**r) for r in entry["outputs"]]
+        pictures = [cv2.imread(str(self.out_dir / r.file)) for r in records] if self.thumb_height else []
+        self._add(image_id, ImageRecord(**entry["image"]), records, entry.get("notes", []), pictures)
+
+    def _add(
+        self, image_id: str, image: ImageRecord, records: list[MapRecord], notes: list[str], pictures: list[Any]
+    ) -> None:
+        self.images.append(image)
+        self.outputs += records
+        self.notes += notes
+        for record, picture in zip(records, pictures, strict=False):
+            if self.thumb_height and picture is not None:
+                key = LevelKey(record.layer, record.level)
+                self.thumbs.setdefault(key, []).append((image_id, _thumbnail(picture, self.thumb_height)))
 
     def contact_sheets(self) -> list[dict[str, str]]:
         """Write one sheet per layer/level with every image's picture; returns their manifest entries."""
@@ -100,25 +120,32 @@ def run_images(
     """
     strict = experiment == "single"
     settings = DrawSettings.from_config(cfg)
+    folder = RunFolder.open(out_dir, resolved, cfg.output.overwrite)
     timer = Timer()
     cache = activation_cache(cfg)
-    batches = ImageBatches(inputs, cfg.images.batch_size, strict)
+    thumb_height = cfg.experiment.contact_tile if not strict and cfg.experiment.contact_sheet else 0
+    finished = {image_id: entry for image_id, _ in inputs if (entry := folder.finished(image_id))}
+    batches = ImageBatches([i for i in inputs if i[0] not in finished], cfg.images.batch_size, strict)
     decoded = list(batches) if strict else batches  # a bad single image fails before the model is planned
     source = FeatureSource(cfg.model, cfg.recorder, cache, timer)
-    thumb_height = cfg.experiment.contact_tile if not strict and cfg.experiment.contact_sheet else 0
-    run = _ImageRun(source, settings, out_dir, thumb_height)
+    run = _ImageRun(source, settings, folder, thumb_height)
     begun = time.perf_counter()
-    with progress_bar(enabled=not strict) as progress:
-        task = progress.add_task("images", total=len(batches), rate="") if progress else None
-        for batch in decoded:
-            run.process(batch)
-            if progress:
-                done = len(run.images) + len(run.failures) + len(batches.failures)
-                rate = f"{done / max(time.perf_counter() - begun, 1e-9):.2f} img/s"
-                progress.update(task, completed=done, rate=rate)
+    try:
+        with progress_bar(enabled=not strict) as progress:
+            task = progress.add_task("images", total=len(inputs), rate="") if progress else None
+            for image_id, entry in finished.items():
+                run.restore(image_id, entry)
+            for batch in decoded:
+                run.process(batch)
+                if progress:
+                    done = len(run.images) + len(run.failures) + len(batches.failures)
+                    rate = f"{done / max(time.perf_counter() - begun, 1e-9):.2f} img/s"
+                    progress.update(task, completed=done, rate=rate)
+    except KeyboardInterrupt:
+        raise RunInterrupted(len(run.images), len(inputs), resume_hint(cfg, out_dir)) from None
     sheets = run.contact_sheets() if run.thumbs else []
-    notes = [n for n in [source.random_init_note()] if n]
-    notes += sorted({o.note for o in run.outputs if o.note}) + run.notes
+    notes = source.model_notes()
+    notes += non_finite_notes(run.outputs) + sorted({o.note for o in run.outputs if o.note}) + run.notes
     result = RunResult(
         experiment=experiment,
         out_dir=out_dir,
@@ -129,7 +156,11 @@ def run_images(
         failures=(*batches.failures, *run.failures),
         notes=tuple(notes),
         timings=timer.seconds,
-        extra={**cache_summary(cache, [source]), **({"contact_sheets": sheets} if sheets else {})},
+        extra={
+            **cache_summary(cache, [source]),
+            "resumed_images": len(finished),
+            **({"contact_sheets": sheets} if sheets else {}),
+        },
     )
     result.save()
     return result

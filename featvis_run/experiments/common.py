@@ -8,33 +8,49 @@ from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
+from featvis_run.errors import ConfigError
 from featvis_run.models.source import FeatureSource
 from featvis_run.schema import Config
 from featvis_run.store.cache import ActivationCache
 
-__all__ = ["activation_cache", "cache_summary", "progress_bar"]
+__all__ = ["activation_cache", "cache_summary", "progress_bar", "resume_hint"]
+
+
+def resume_hint(cfg: Config, out_dir: Path) -> str:
+    """How to resume an interrupted run: the same command when it names its folder, else with that folder."""
+    if cfg.output.dir:
+        return "rerun the same command to resume"
+    return f"rerun it with output.dir={out_dir} to resume"
 
 
 def activation_cache(cfg: Config) -> ActivationCache:
     """The configured cache (``cache=off``: disabled)."""
-    return ActivationCache(Path(cfg.cache.dir).expanduser() if cfg.cache.enabled else None)
+    if cfg.cache.max_gb is not None and cfg.cache.max_gb <= 0:
+        raise ConfigError(f"cache.max_gb={cfg.cache.max_gb} must be a positive size in GB, or null for no bound")
+    max_bytes = int(cfg.cache.max_gb * 1e9) if cfg.cache.max_gb is not None else None
+    return ActivationCache(Path(cfg.cache.dir).expanduser() if cfg.cache.enabled else None, max_bytes)
 
 
 def cache_summary(cache: ActivationCache, sources: Sequence[FeatureSource]) -> dict[str, Any]:
     """Manifest fields: whether the run was served from the cache, model calls made, cache counters and size."""
     passes = sum(s.forward_passes for s in sources)
+    configured = cache.configured
     return {
         "pid": os.getpid(),
-        "cache_hit": cache.enabled and passes == 0 and cache.stats.hits > 0,
+        "cache_hit": configured and passes == 0 and cache.stats.hits > 0,
         "forward_passes": passes,
         "cache": {
-            "enabled": cache.enabled,
-            "dir": str(cache.root) if cache.root else None,
+            "enabled": configured,
+            "dir": str(cache.home) if cache.home else None,
+            "turned_off": cache.warning,
             "hits": cache.stats.hits,
             "misses": cache.stats.misses,
             "corrupt_recomputed": cache.stats.corrupt,
             "written_bytes": cache.stats.written_bytes,
+            "evicted_entries": cache.stats.evicted_entries,
+            "evicted_bytes": cache.stats.evicted_bytes,
             "size_bytes": cache.size_bytes(),
+            "max_bytes": cache.max_bytes,
         },
     }
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,8 +19,9 @@ import numpy as np
 
 from featvis_run.drawing.layout import contact_sheet
 from featvis_run.drawing.render import RenderOptions, render_map
-from featvis_run.errors import ConfigError, FeatvisError
-from featvis_run.experiments.common import activation_cache, cache_summary
+from featvis_run.errors import ConfigError, FeatvisError, RunInterrupted
+from featvis_run.experiments.common import activation_cache, cache_summary, resume_hint
+from featvis_run.experiments.draw import finite_stats
 from featvis_run.experiments.inputs import ImageBatches, check_inputs, image_paths, named_inputs, selected_inputs
 from featvis_run.experiments.settings import DrawSettings
 from featvis_run.maps.diff import compare_levels, diff_map, resize_to_common
@@ -33,6 +34,7 @@ from featvis_run.schema import Config
 from featvis_run.store.images import InputImage
 from featvis_run.store.manifest import Failure, ImageRecord, MapRecord, RunResult
 from featvis_run.store.outputs import safe_name, write_image
+from featvis_run.store.run_folder import RunFolder
 from featvis_run.timing import Timer
 
 __all__ = ["DiffSide", "paired_levels", "run_diff"]
@@ -146,8 +148,8 @@ def draw_level(
 class _DiffRun:
     """Compares the paired levels of two feature sources image by image; collects records and comparisons."""
 
-    def __init__(self, cfg: Config, out_dir: Path, settings: DrawSettings, sources: tuple[FeatureSource, ...]):
-        self.out_dir, self.settings, self.use_norm = out_dir, settings, cfg.use_norm
+    def __init__(self, cfg: Config, folder: RunFolder, settings: DrawSettings, sources: tuple[FeatureSource, ...]):
+        self.folder, self.out_dir, self.settings, self.use_norm = folder, folder.out_dir, settings, cfg.use_norm
         self.mode = cfg.experiment.diff_mode.value
         self.source_a, self.source_b = sources
         self.outputs: list[MapRecord] = []
@@ -170,18 +172,33 @@ class _DiffRun:
             self.failures.append(Failure(str(im.path), f"model failed: {type(err).__name__}: {err}"))
             return
         pairs, note = paired_levels(list(item_a.features), list(item_b.features))
-        self.notes.update(n for n in (note, *item_a.notes, *item_b.notes) if n)
+        notes = [n for n in (note, *item_a.notes, *item_b.notes) if n]
         started = time.perf_counter()
-        for level, key_a, key_b in pairs:
-            self._level(im, level, (item_a, key_a), (item_b, key_b))
+        drawn = [self._level(im, level, (item_a, key_a), (item_b, key_b)) for level, key_a, key_b in pairs]
         self.source_a.timer.add("render", started)
         g = item_a.geometry
         shown = item_a.detections.above(self.settings.pred_score_thr)
-        self.images.append(ImageRecord(os.path.abspath(im.path), g.ori_hw, g.input_hw, len(shown.boxes)))
+        image = ImageRecord(os.path.abspath(im.path), g.ori_hw, g.input_hw, len(shown.boxes))
+        entry = {
+            "image": asdict(image),
+            "outputs": [asdict(record) for record, _ in drawn],
+            "comparisons": [comparison for _, comparison in drawn],
+            "notes": notes,
+        }
+        files = [f for _, c in drawn for f in (c["diff_file"], c["panel_file"])]
+        self.folder.record(im.image_id, files, entry)
+        self.restore(entry)
+
+    def restore(self, entry: dict[str, Any]) -> None:
+        """Add a finished image (drawn now, or by an earlier run in this folder) to the run."""
+        self.images.append(ImageRecord(**entry["image"]))
+        self.outputs += [MapRecord(**r) for r in entry["outputs"]]
+        self.comparisons += entry["comparisons"]
+        self.notes.update(entry["notes"])
 
     def _level(
         self, im: InputImage, level: str, side_a: tuple[ImageFeatures, LevelKey], side_b: tuple[ImageFeatures, LevelKey]
-    ) -> None:
+    ) -> tuple[MapRecord, dict[str, Any]]:
         (item_a, key_a), (item_b, key_b) = side_a, side_b
         a = _side(self.source_a.name, item_a.features[key_a], item_a.geometry, self.use_norm)
         b = _side(self.source_b.name, item_b.features[key_b], item_b.geometry, self.use_norm)
@@ -190,27 +207,25 @@ class _DiffRun:
         diff_file = write_image(base / "diff" / f"{safe_name(level)}.{self.settings.fmt}", picture)
         panel_file = write_image(base / "panel" / f"{safe_name(level)}.{self.settings.fmt}", panel)
         rel = str(diff_file.relative_to(self.out_dir))
-        self.comparisons.append(
-            {"image": im.image_id, "level": level, "layer_a": key_a.layer, "layer_b": key_b.layer, **numbers}
-            | {"diff_file": rel, "panel_file": str(panel_file.relative_to(self.out_dir))}
-        )
+        comparison = {"image": im.image_id, "level": level, "layer_a": key_a.layer, "layer_b": key_b.layer}
+        comparison |= numbers | {"diff_file": rel, "panel_file": str(panel_file.relative_to(self.out_dir))}
         maps = reduced.maps
         # on A's grid the image covers its valid cells; a resized common grid covers just the image
         valid = valid_cells(a.full_hw, a.geometry) if numbers["resized_to"] is None else maps.shape[-2:]
-        self.outputs.append(
-            MapRecord(
-                image=im.image_id,
-                layer="diff",
-                level=level,
-                shape=tuple(int(v) for v in maps.shape),
-                valid_hw=(int(valid[0]), int(valid[1])),
-                reducer=f"{self.mode} {reduced.reducer}",
-                channels=reduced.channels,
-                stats={"min": float(maps.min()), "max": float(maps.max()), "mean": float(maps.mean())},
-                file=rel,
-                note=numbers["note"],
-            )
+        record = MapRecord(
+            image=im.image_id,
+            layer="diff",
+            level=level,
+            shape=tuple(int(v) for v in maps.shape),
+            valid_hw=(int(valid[0]), int(valid[1])),
+            reducer=f"{self.mode} {reduced.reducer}",
+            channels=reduced.channels,
+            stats=finite_stats(maps),
+            file=rel,
+            note=numbers["note"],
+            non_finite=int(maps.size - np.count_nonzero(np.isfinite(maps))),
         )
+        return record, comparison
 
 
 def _diff_inputs(cfg: Config) -> tuple[list[tuple[str, Path]], bool]:
@@ -229,17 +244,24 @@ def run_diff(cfg: Config, out_dir: Path, resolved: dict[str, Any]) -> RunResult:
     settings = DrawSettings.from_config(cfg)
     rec_a, rec_b = cfg.recorder, cfg.recorder_b or cfg.recorder
     inputs, strict = _diff_inputs(cfg)
-    batches = ImageBatches(inputs, 1, strict)
+    folder = RunFolder.open(out_dir, resolved, cfg.output.overwrite)
+    finished = {image_id: entry for image_id, _ in inputs if (entry := folder.finished(image_id))}
+    batches = ImageBatches([i for i in inputs if i[0] not in finished], 1, strict)
     decoded = list(batches) if strict else batches  # a bad single image fails before any model is planned
     timer, cache = Timer(), activation_cache(cfg)
     sources = (
         FeatureSource(cfg.model_a, rec_a, cache, timer, key="model_a"),
         FeatureSource(cfg.model_b, rec_b, cache, timer, key="model_b"),
     )
-    run = _DiffRun(cfg, out_dir, settings, sources)
-    for (im,) in decoded:
-        run.process(im, strict)
-    notes = [n for n in (s.random_init_note() for s in sources) if n]
+    run = _DiffRun(cfg, folder, settings, sources)
+    try:
+        for entry in finished.values():
+            run.restore(entry)
+        for (im,) in decoded:
+            run.process(im, strict)
+    except KeyboardInterrupt:
+        raise RunInterrupted(len(run.images), len(inputs), resume_hint(cfg, out_dir)) from None
+    notes = [n for s in sources for n in s.model_notes()]
     notes += sorted({c["note"] for c in run.comparisons if c["note"]} | run.notes)
     result = RunResult(
         experiment="diff",
@@ -251,7 +273,12 @@ def run_diff(cfg: Config, out_dir: Path, resolved: dict[str, Any]) -> RunResult:
         failures=(*batches.failures, *run.failures),
         notes=tuple(notes),
         timings=timer.seconds,
-        extra={**cache_summary(cache, sources), "diff_mode": run.mode, "comparisons": run.comparisons},
+        extra={
+            **cache_summary(cache, sources),
+            "resumed_images": len(finished),
+            "diff_mode": run.mode,
+            "comparisons": run.comparisons,
+        },
     )
     result.save()
     return result

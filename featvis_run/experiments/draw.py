@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +16,28 @@ from featvis_run.recording.levels import LevelKey
 from featvis_run.store.manifest import MapRecord
 from featvis_run.store.outputs import safe_name, write_image
 
-__all__ = ["draw_levels"]
+__all__ = ["draw_levels", "finite_stats", "non_finite_notes"]
+
+
+def finite_stats(maps: np.ndarray) -> dict[str, float | None]:
+    """min, max and mean of the finite values of a drawn map (None when it has none)."""
+    finite = maps[np.isfinite(maps)]
+    if not finite.size:
+        return {"min": None, "max": None, "mean": None}
+    return {"min": float(finite.min()), "max": float(finite.max()), "mean": float(finite.mean(dtype=np.float64))}
+
+
+def non_finite_notes(records: Sequence[MapRecord]) -> list[str]:
+    """One loud note per layer/level whose recorded maps held NaN or infinite values."""
+    found: dict[tuple[str, str], list[MapRecord]] = {}
+    for r in records:
+        if r.non_finite:
+            found.setdefault((r.layer, r.level), []).append(r)
+    return [
+        f"NON-FINITE: {layer}/{level} held {sum(r.non_finite for r in rs)} NaN/infinite values in {len(rs)} image(s) "
+        "(a diverged model or broken weights?); those cells are drawn grey and stats cover finite values only"
+        for (layer, level), rs in found.items()
+    ]
 
 
 def draw_levels(
@@ -65,9 +87,10 @@ def draw_levels(
             valid_hw=valid_cells((h, w), geometry),
             reducer=settings.reducer if settings.reducer != "none" else f"top{len(reduced.channels)}",
             channels=reduced.channels,
-            stats={"min": float(maps.min()), "max": float(maps.max()), "mean": float(maps.mean())},
+            stats=finite_stats(maps),
             file=str(written.relative_to(out_dir)),
             note=reduced.note,
+            non_finite=int(feat.size - np.count_nonzero(np.isfinite(feat))),
         )
         records.append((record, picture))
     return records

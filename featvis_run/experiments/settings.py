@@ -37,6 +37,13 @@ class DrawSettings:
         if out.resize_shape is not None and (len(out.resize_shape) != 2 or min(out.resize_shape) <= 0):
             shape = list(out.resize_shape)
             raise ConfigError(f"output.resize_shape={shape} must be [height, width] (positive numbers) or null")
+        if lay.max_tile is not None and lay.max_tile <= 0:
+            raise ConfigError(f"layout.max_tile={lay.max_tile} must be a positive size in pixels, or null (image size)")
+        if lay.min_tile < 0 or lay.gap < 0 or out.min_size < 0:
+            raise ConfigError(
+                f"layout.min_tile={lay.min_tile}, layout.gap={lay.gap} and output.min_size={out.min_size} must not "
+                "be negative"
+            )
         reducer = ReducerName(cfg.reducer.name).value
         if reducer == ReducerName.none.value:
             if cfg.topk == 0 or cfg.topk < -1:

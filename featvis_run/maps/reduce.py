@@ -4,10 +4,14 @@ Semantics follow MMRazor's feature visualization (and MMEngine's ``Visualizer.dr
 ``pixel_wise_max`` is the max over channels, ``squeeze_mean`` the mean over channels, ``select_max`` the channel
 with the largest spatial sum, and ``none`` the ``topk`` channels ranked by spatial sum (``topk=-1``: draw a
 1- or 3-channel map as it is).
+
+Non-finite values (NaN, infinities: a diverged or broken model) are treated as missing: reductions ignore them, a
+position missing in every channel stays NaN, and channels are ranked by the sum of their finite values.
 """
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -40,20 +44,42 @@ def _check_chw(feat: np.ndarray) -> None:
         raise ConfigError(f"expected a (C, H, W) feature map, got shape {tuple(feat.shape)}")
 
 
+def _missing_as_nan(feat: np.ndarray) -> tuple[np.ndarray, bool]:
+    """``feat`` with infinities turned into NaN, and whether anything was missing."""
+    finite = np.isfinite(feat)
+    if finite.all():
+        return feat, False
+    return np.where(finite, feat, np.nan).astype(np.float32), True
+
+
 def standardize(feat: np.ndarray, eps: float = 1e-6) -> np.ndarray:
-    """Standardize each channel of a (C, H, W) map to mean 0 and (sample) std 1, as MMRazor's ``norm`` does."""
+    """Standardize each channel of a (C, H, W) map to mean 0 and (sample) std 1, as MMRazor's ``norm`` does
+    (over finite values; missing ones stay NaN)."""
     _check_chw(feat)
     c = feat.shape[0]
-    flat = feat.reshape(c, -1).astype(np.float32)
-    mean = flat.mean(axis=1, keepdims=True)
-    std = flat.std(axis=1, ddof=1 if flat.shape[1] > 1 else 0, keepdims=True)
-    return ((flat - mean) / (std + eps)).reshape(feat.shape)
+    flat, missing = _missing_as_nan(feat.reshape(c, -1).astype(np.float32))
+    if not missing:
+        mean = flat.mean(axis=1, keepdims=True)
+        std = flat.std(axis=1, ddof=1 if flat.shape[1] > 1 else 0, keepdims=True)
+        return ((flat - mean) / (std + eps)).reshape(feat.shape)
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        count = np.isfinite(flat).sum(axis=1, keepdims=True)
+        mean = np.nanmean(flat, axis=1, keepdims=True)
+        std = np.nanstd(flat, axis=1, ddof=1, keepdims=True) if flat.shape[1] > 1 else np.zeros_like(mean)
+        std = np.where(count > 1, std, 0.0)
+        return ((flat - mean) / (std + eps)).astype(np.float32).reshape(feat.shape)
 
 
 def topk_channels(feat: np.ndarray, k: int) -> tuple[int, ...]:
-    """Indices of the ``k`` channels with the largest spatial sums, largest first (ties: lower index first)."""
+    """Indices of the ``k`` channels with the largest spatial sums (of their finite values), largest first (ties:
+    lower index first)."""
     _check_chw(feat)
-    sums = feat.reshape(feat.shape[0], -1).sum(axis=1, dtype=np.float64)
+    flat = feat.reshape(feat.shape[0], -1)
+    if np.isfinite(flat).all():
+        sums = flat.sum(axis=1, dtype=np.float64)
+    else:
+        sums = np.where(np.isfinite(flat), flat, 0.0).sum(axis=1, dtype=np.float64)
     order = np.argsort(-sums, kind="stable")
     return tuple(int(i) for i in order[:k])
 
@@ -72,10 +98,15 @@ def reduce_channels(feat: np.ndarray, reducer: str, topk: int = 20, where: str =
     """
     _check_chw(feat)
     c = feat.shape[0]
-    if reducer == "pixel_wise_max":
-        return ReducedMap(feat.max(axis=0, keepdims=True), (), reducer)
-    if reducer == "squeeze_mean":
-        return ReducedMap(feat.mean(axis=0, keepdims=True, dtype=np.float32), (), reducer)
+    if reducer in ("pixel_wise_max", "squeeze_mean"):
+        clean, missing = _missing_as_nan(feat)
+        if not missing:
+            out = feat.max(axis=0, keepdims=True) if reducer == "pixel_wise_max" else feat.mean(axis=0, keepdims=True)
+            return ReducedMap(out.astype(np.float32, copy=False), (), reducer)
+        with warnings.catch_warnings():  # all-NaN positions stay NaN
+            warnings.simplefilter("ignore", RuntimeWarning)
+            fn = np.nanmax if reducer == "pixel_wise_max" else np.nanmean
+            return ReducedMap(fn(clean, axis=0, keepdims=True).astype(np.float32), (), reducer)
     if reducer == "select_max":
         (idx,) = topk_channels(feat, 1)
         return ReducedMap(feat[idx : idx + 1], (idx,), reducer)

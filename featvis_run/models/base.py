@@ -69,6 +69,7 @@ class CheckpointInfo:
     missing_keys: int = 0  # model parameters the checkpoint did not set
     unexpected_keys: int = 0  # checkpoint tensors unused (unknown name or other shape)
     seed: int | None = None
+    notes: tuple[str, ...] = ()  # loud: a partial checkpoint accepted, non-finite weights
 
 
 @dataclass(frozen=True)

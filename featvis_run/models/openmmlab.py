@@ -26,7 +26,7 @@ from featvis_run.models.checkpoint import apply_weights, checkpoint_classes, loa
 from featvis_run.paths import resolve_package_path
 from featvis_run.schema import ModelConfig
 
-__all__ = ["OpenMMLabAdapter", "check_device", "parse_cfg_options", "quiet_openmmlab"]
+__all__ = ["OpenMMLabAdapter", "check_device", "check_test_scale", "parse_cfg_options", "quiet_openmmlab"]
 
 
 @contextlib.contextmanager
@@ -69,6 +69,18 @@ def check_device(device: str, key: str = "model") -> None:
         torch.device(device)
     except RuntimeError as err:
         raise ModelError(f"{key}.device={device!r} is not a torch device; use cpu or cuda:0") from err
+
+
+def check_test_scale(test_scale: Sequence[int] | None, key: str = "model") -> None:
+    """``test_scale`` is null or two positive sizes."""
+    if test_scale is None:
+        return
+    values = list(test_scale)
+    if len(values) != 2 or any(int(v) <= 0 for v in values):
+        raise ModelError(
+            f"{key}.test_scale={values} must be two positive sizes [long, short] (e.g. [1333,800]), or null to keep "
+            "the config's test scale"
+        )
 
 
 def _check_packaged_pair(mc: ModelConfig, key: str) -> None:
@@ -184,6 +196,7 @@ class OpenMMLabAdapter:
         from mmengine.config import Config
 
         check_device(mc.device, key)
+        check_test_scale(mc.test_scale, key)
         config_path = self.resolve_config(mc.mmdet_config, key)
         _check_packaged_pair(mc, key)
         ckpt_path = resolve_package_path(mc.checkpoint) if mc.checkpoint else None
@@ -233,7 +246,9 @@ class OpenMMLabAdapter:
                 model.init_weights()
                 info = CheckpointInfo(path=None, sha256=None, seed=mc.seed)
             else:
-                info = apply_weights(model, ckpt, plan.checkpoint_path, plan.checkpoint_sha256, plan.key)
+                info = apply_weights(
+                    model, ckpt, plan.checkpoint_path, plan.checkpoint_sha256, plan.key, mc.partial_checkpoint
+                )
             self.prepare(model)
             pipeline = Compose(self.test_pipeline_cfg(cfg, mc.test_scale))
         classes = (checkpoint_classes(ckpt) if ckpt else None) or self.config_classes(cfg)

@@ -10,7 +10,7 @@ from dataclasses import asdict
 import numpy as np
 
 from featvis_run.errors import RecordingError
-from featvis_run.models.base import BuiltModel, ImageFeatures, ImageResult, PredictionFailed
+from featvis_run.models.base import BuiltModel, CheckpointInfo, ImageFeatures, ImageResult, PredictionFailed
 from featvis_run.models.pool import ModelPool
 from featvis_run.models.registry import build_model, plan_model, run_batch
 from featvis_run.predictions import Detections
@@ -75,7 +75,19 @@ class FeatureSource:
             self._built, reused = build_model(self.plan, self.pool)
             if not reused:
                 self.timer.add("model_load", started)
+            ck = self._built.checkpoint
+            self.cache.put_model(self.plan.identity, {"checkpoint": asdict(ck), "classes": list(self._built.classes)})
         return self._built
+
+    def _checkpoint(self) -> CheckpointInfo | None:
+        """The checkpoint's key match: from the built model, else from the cache (a run that never built it)."""
+        if self._built is not None:
+            return self._built.checkpoint
+        record = self.cache.get_model(self.plan.identity)
+        if record is None:
+            return None
+        info = record["checkpoint"]
+        return CheckpointInfo(**{**info, "notes": tuple(info.get("notes", ()))})
 
     def features(self, images: Sequence[InputImage]) -> list[ImageFeatures]:
         """Each image's maps, detections and geometry; cache misses run through the model as one batch."""
@@ -88,8 +100,8 @@ class FeatureSource:
             computed = self._forward([images[i].array for i in missing])
             started = time.perf_counter()
             for i, item in zip(missing, computed, strict=True):
-                found[i] = item
-                self.cache.put(keys[i], item)
+                found[i] = self.cache.quantize(item)  # as the cache holds it: a later hit draws the same
+                self.cache.put(keys[i], found[i])
             self.timer.add("cache_write", started)
         items = [f for f in found if f is not None]
         if items:
@@ -126,9 +138,9 @@ class FeatureSource:
         ]
 
     def model_record(self) -> ModelRecord:
-        """The manifest's description of the model (key-match counts only when it was built in this job)."""
+        """The manifest's description of the model (key-match counts from the build, or as the cache kept them)."""
         plan, mc, built = self.plan, self.plan.config, self._built
-        ck = built.checkpoint if built is not None else None
+        ck = self._checkpoint() if plan.checkpoint_path else None
         return ModelRecord(
             name=mc.name,
             repo=plan.repo,
@@ -143,14 +155,15 @@ class FeatureSource:
             unexpected_keys=ck.unexpected_keys if ck else None,
         )
 
-    def random_init_note(self) -> str | None:
-        """The loud warning for a model without a checkpoint, or None."""
+    def model_notes(self) -> list[str]:
+        """The loud notes about the weights: random init, a partial checkpoint accepted, non-finite weights."""
         if not self.random_init:
-            return None
-        return (
+            ck = self._checkpoint()
+            return list(ck.notes) if ck is not None else []
+        return [
             f"RANDOM INIT: {self.name} has no checkpoint ({self.key}.checkpoint=null), weights are random (seed "
             f"{self.plan.config.seed}); maps show an untrained network. Pass {self.key}.checkpoint=/path/to/weights.pth"
-        )
+        ]
 
 
 def _no_detections(classes: tuple[str, ...]) -> Detections:

@@ -50,17 +50,23 @@ def print_summary(result: RunResult, console: Console | None = None) -> None:
     else:
         console.print(_outputs_table(result) if result.experiment == "single" else _levels_table(result))
     for note in result.notes:
-        style = "bold red" if note.startswith("RANDOM INIT") else "yellow"
+        style = "bold red" if note.startswith(("RANDOM INIT", "NON-FINITE", "PARTIAL CHECKPOINT")) else "yellow"
         console.print(f"[{style}]note:[/] {note}")
     for f in result.failures:
         console.print(f"[bold red]failed:[/] {f.item}: {f.reason}")
     cache = result.extra.get("cache")
     if cache:
         state = "off" if not cache["enabled"] else ("hit" if result.extra["cache_hit"] else "miss")
+        bound = f" of {cache['max_bytes'] / 1e9:.3g} GB" if cache.get("max_bytes") else ""
+        evicted = f", {cache['evicted_entries']} evicted" if cache.get("evicted_entries") else ""
         console.print(
             f"[bold]cache[/] {state}: {result.extra['forward_passes']} forward pass(es), {cache['hits']} hit(s), "
-            f"{cache['misses']} miss(es), {cache['size_bytes'] / 1e6:.1f} MB in {cache['dir'] or '-'}"
+            f"{cache['misses']} miss(es), {cache['size_bytes'] / 1e6:.1f} MB{bound}{evicted} in {cache['dir'] or '-'}"
         )
+        if cache.get("turned_off"):
+            console.print(f"[yellow]note:[/] {cache['turned_off']}")
+    if result.extra.get("resumed_images"):
+        console.print(f"[bold]resumed[/] {result.extra['resumed_images']} image(s) finished by an earlier run here")
     timings = "  ".join(f"{k} {v:.2f}s" for k, v in result.timings.items())
     console.print(f"[bold]timings[/] {timings}")
     console.print(f"[bold]output[/] {result.out_dir}  (manifest.json)")
@@ -89,7 +95,8 @@ def _levels_table(result: RunResult) -> Table:
     sheets = {(s["layer"], s["level"]): s["file"] for s in result.extra.get("contact_sheets", [])}
     for (layer, level), outs in groups.items():
         hw = " x ".join(_span([_valid_hw(o)[i] for o in outs]) for i in (0, 1))
-        mean = sum(o.stats["mean"] for o in outs) / len(outs)
+        means = [o.stats["mean"] for o in outs if o.stats["mean"] is not None]
+        mean = sum(means) / len(means) if means else float("nan")
         channels = sorted({o.shape[0] for o in outs})
         row = (layer, level, str(len(outs)), ",".join(map(str, channels)), hw, outs[0].reducer, f"{mean:.4g}")
         table.add_row(*row, sheets.get((layer, level), ""))

@@ -1,17 +1,34 @@
 """On-disk activation cache: recorded feature maps keyed by everything that determines them.
 
-The key hashes the resolved mmdet config, the checkpoint's sha256 (or the random-init seed), the image bytes, the
+The key hashes the resolved model config, the checkpoint's sha256 (or the random-init seed), the image bytes, the
 test pipeline, the recorder spec, the device class and the library versions. Drawing options (reducer, topk, layout,
-output, use_norm) are not in it, so a sweep over them runs the model once per image. Entries are ``.npz`` files
-written atomically (temp file + rename), so parallel jobs never see a torn entry; an unreadable entry (e.g. a
-truncated file) is deleted and recomputed.
+output, use_norm) are not in it, so a sweep over them runs the model once per image.
+
+- Compact: each level is stored as float16 with a per-level power-of-two scale (so values of any magnitude, 1e-13 or
+  1e9, keep 11 bits of precision and none becomes infinite), deflate-compressed. A run with the cache on quantizes
+  fresh features the same way (:meth:`ActivationCache.quantize`), so its pictures and numbers are the same whether
+  its features came from the cache or from the model.
+- Atomic: entries are written to ``tmp/`` and renamed into place; parallel jobs never see a torn entry, an
+  unreadable entry is deleted and recomputed, and temp files left by a killed writer are removed after 15 minutes.
+- Bounded: the folder's size is kept in a small ledger (no walk per run); when it passes ``max_bytes`` the least
+  recently used entries (reads touch an entry's mtime) are evicted down to 80% of it, under a file lock, so
+  concurrent processes evict safely.
+- Best effort: a read or write that fails for any reason but a missing entry (full disk, unwritable folder) turns
+  the cache off for the rest of the run with one warning; the run goes on.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import io
 import json
-from dataclasses import dataclass, field
+import math
+import os
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field, replace
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -25,18 +42,24 @@ from featvis_run.predictions import Detections
 from featvis_run.recording.levels import LevelKey
 from featvis_run.store.outputs import write_bytes
 
-__all__ = ["ActivationCache", "CacheStats", "library_versions"]
+__all__ = ["ActivationCache", "CacheStats", "dequantize", "library_versions", "quantize_level"]
 
-_LIBRARIES = ("featvis-run", "torch", "mmcv", "mmdet", "mmengine", "numpy")
-_FORMAT = 3
+_LIBRARIES = ("featvis-run", "torch", "mmcv", "mmdet", "mmengine", "mmsegmentation", "numpy")
+_FORMAT = 4
+_STALE_TMP_SECONDS = 15 * 60
+_EVICT_TO = 0.8
 
 
 @dataclass
 class CacheStats:
+    """What the cache did in this run."""
+
     hits: int = 0
     misses: int = 0
     corrupt: int = 0
     written_bytes: int = 0
+    evicted_entries: int = 0
+    evicted_bytes: int = 0
 
 
 def library_versions() -> dict[str, str]:
@@ -50,24 +73,40 @@ def library_versions() -> dict[str, str]:
     return out
 
 
+def quantize_level(x: np.ndarray) -> tuple[np.ndarray, float]:
+    """(float16 values, power-of-two scale) with ``values * scale`` ~ ``x``: the largest finite |x| maps into
+    [2^14, 2^15), so nothing finite overflows and the relative error is at most 2^-11. NaN and infinities stay."""
+    finite = np.abs(x[np.isfinite(x)])
+    peak = float(finite.max()) if finite.size else 0.0
+    scale = 2.0 ** (math.floor(math.log2(peak)) - 14) if peak > 0 else 1.0
+    return (x.astype(np.float32) / np.float32(scale)).astype(np.float16), scale
+
+
+def dequantize(values: np.ndarray, scale: float) -> np.ndarray:
+    """The float32 map a :func:`quantize_level` pair stands for."""
+    return values.astype(np.float32) * np.float32(scale)
+
+
 def _encode(item: ImageFeatures) -> bytes:
     levels = list(item.features)
+    packed = [quantize_level(item.features[k]) for k in levels]
+    g = item.geometry
     meta = {
         "format": _FORMAT,
         "levels": [[k.layer, k.level] for k in levels],
-        "geometry": [item.geometry.ori_hw, item.geometry.img_hw, item.geometry.input_hw, item.geometry.offset_hw],
+        "scales": [scale for _, scale in packed],
+        "geometry": [g.ori_hw, g.img_hw, g.input_hw, g.offset_hw],
         "class_names": list(item.detections.class_names),
         "notes": list(item.notes),
     }
-    arrays = {f"level_{i}": np.ascontiguousarray(item.features[k], dtype=np.float32) for i, k in enumerate(levels)}
     buf = io.BytesIO()
-    np.savez(
+    np.savez_compressed(
         buf,
         meta=np.array(json.dumps(meta)),
         boxes=item.detections.boxes,
         scores=item.detections.scores,
         labels=item.detections.labels,
-        **arrays,
+        **{f"level_{i}": values for i, (values, _) in enumerate(packed)},
     )
     return buf.getvalue()
 
@@ -78,32 +117,68 @@ def _decode(path: Path) -> ImageFeatures:
         if meta.get("format") != _FORMAT:
             raise ValueError(f"cache format {meta.get('format')} != {_FORMAT}")
         ori, img, inp, offset = (tuple(int(v) for v in hw) for hw in meta["geometry"])
-        features = {LevelKey(*k): data[f"level_{i}"] for i, k in enumerate(meta["levels"])}
+        features = {
+            LevelKey(*k): dequantize(data[f"level_{i}"], meta["scales"][i]) for i, k in enumerate(meta["levels"])
+        }
         dets = Detections(data["boxes"], data["scores"], data["labels"], tuple(meta["class_names"]))
     return ImageFeatures(Geometry(ori, img, inp, offset), dets, features, tuple(meta.get("notes", ())))
 
 
 @dataclass
 class ActivationCache:
-    """A folder of cached :class:`ImageFeatures`; ``root=None`` disables it (every lookup misses, nothing is kept)."""
+    """A folder of cached :class:`ImageFeatures`; ``root=None`` disables it (every lookup misses, nothing is kept).
+
+    Args:
+        root: the cache folder.
+        max_bytes: the size bound (None: unbounded).
+    """
 
     root: Path | None
+    max_bytes: int | None = None
     stats: CacheStats = field(default_factory=CacheStats)
+    warning: str | None = None  # why the cache was turned off during the run
+    home: Path | None = field(init=False)  # the configured folder, kept when the cache turns itself off
+    _cleaned: bool = field(default=False, init=False)
+
+    def __post_init__(self) -> None:
+        self.home = self.root
+
+    @property
+    def configured(self) -> bool:
+        """Whether the run was configured with a cache (even if it turned itself off since)."""
+        return self.home is not None
 
     @property
     def enabled(self) -> bool:
         return self.root is not None
 
     def key(self, model_identity: str, image_sha256: str, recorder_spec: Any) -> str:
+        """The entry key of one image's features under one model and recorder spec."""
         return stable_hash(
             {"model": model_identity, "image": image_sha256, "recorder": recorder_spec, "libs": library_versions()}
         )
 
+    def quantize(self, item: ImageFeatures) -> ImageFeatures:
+        """``item`` as the cache stores it (float16 with a per-level scale) when the cache is configured, so a run
+        draws the same whether features were cached or fresh; unchanged with ``cache=off``."""
+        if not self.configured:
+            return item
+        levels = {k: dequantize(*quantize_level(v)) for k, v in item.features.items()}
+        return replace(item, features=levels)
+
     def _path(self, key: str) -> Path:
         return Path(self.root or ".") / key[:2] / f"{key}.npz"
 
+    def _disable(self, action: str, err: BaseException) -> None:
+        reason = getattr(err, "strerror", None) or str(err) or type(err).__name__
+        self.warning = (
+            f"the activation cache at {self.root} could not {action} ({reason}); it is off for the rest of this run"
+        )
+        print(f"featvis-run: warning: {self.warning}", file=sys.stderr)
+        self.root = None
+
     def get(self, key: str) -> ImageFeatures | None:
-        """The cached entry, or None (missing, disabled, or unreadable: then it is deleted)."""
+        """The cached entry, or None (missing, disabled, unreadable: then it is deleted and recomputed)."""
         if self.root is None:
             self.stats.misses += 1
             return None
@@ -113,24 +188,150 @@ class ActivationCache:
         except FileNotFoundError:
             self.stats.misses += 1
             return None
-        except Exception:  # truncated or corrupt: recompute
+        except (PermissionError, IsADirectoryError, NotADirectoryError) as err:
+            self._disable("be read", err)
+            self.stats.misses += 1
+            return None
+        except Exception:  # truncated, corrupt or of another format: recompute
             self.stats.corrupt += 1
             self.stats.misses += 1
-            path.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                path.unlink()
             return None
+        with contextlib.suppress(OSError):
+            os.utime(path)  # least recently used = oldest mtime
         self.stats.hits += 1
         return item
 
     def put(self, key: str, item: ImageFeatures) -> None:
-        """Store atomically; a concurrent writer of the same key writes the same bytes (last rename wins)."""
+        """Store atomically; a concurrent writer of the same key writes the same bytes (last rename wins). Evicts
+        the least recently used entries past ``max_bytes``. Any failure turns the cache off with a warning."""
         if self.root is None:
             return
-        data = _encode(item)
-        write_bytes(self._path(key), data, overwrite=True)
-        self.stats.written_bytes += len(data)
+        try:
+            data = _encode(item)
+            tmp_dir = self._tmp()
+            path = self._path(key)
+            with self._locked():  # the write and the ledger change together, so no evictor counts one twice
+                old = path.stat().st_size if path.exists() else 0
+                write_bytes(path, data, overwrite=True, tmp_dir=tmp_dir)
+                self.stats.written_bytes += len(data)
+                ledger = self._read_ledger()
+                size = ledger + len(data) - old if ledger is not None else self._scan_size()
+                if self.max_bytes is not None and size > self.max_bytes:
+                    size = self._evict(keep=path)
+                self._write_ledger(size)
+        except Exception as err:  # a cache is an optimization: it never fails the run
+            self._disable("be written", getattr(err, "__cause__", None) or err)
+
+    def put_model(self, identity: str, record: dict[str, Any]) -> None:
+        """Keep what building a model found out (checkpoint key match, notes, classes), so that a later run served
+        from the cache without building the model can still report it. Best effort, like :meth:`put`."""
+        if self.root is None:
+            return
+        try:
+            data = json.dumps(record, sort_keys=True).encode()
+            write_bytes(self.root / "models" / f"{identity}.json", data, tmp_dir=self._tmp())
+        except Exception as err:
+            self._disable("be written", getattr(err, "__cause__", None) or err)
+
+    def get_model(self, identity: str) -> dict[str, Any] | None:
+        """What :meth:`put_model` kept for ``identity``, or None."""
+        if self.root is None:
+            return None
+        try:
+            return json.loads((self.root / "models" / f"{identity}.json").read_text())
+        except (OSError, ValueError):
+            return None
 
     def size_bytes(self) -> int:
-        """Total size of the cache folder."""
-        if self.root is None or not self.root.exists():
+        """The cache folder's size from its ledger (rebuilt by one scan when missing)."""
+        if self.root is None or not self.root.is_dir():
             return 0
-        return sum(p.stat().st_size for p in self.root.rglob("*.npz"))
+        try:
+            with self._locked():
+                size = self._read_ledger()
+                if size is None:
+                    size = self._scan_size()
+                    self._write_ledger(size)
+                return size
+        except Exception:  # sizing is informational: never fail a run over it
+            return 0
+
+    # ---- internals (the ledger is read and written under the lock) ----
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        assert self.root is not None
+        with open(self.root / ".lock", "a+") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
+
+    def _read_ledger(self) -> int | None:
+        """The ledger's size, or None when it is missing or unreadable (then the caller scans)."""
+        assert self.root is not None
+        try:
+            return int(json.loads((self.root / "size.json").read_text())["bytes"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+
+    def _scan_size(self) -> int:
+        return sum(size for _, size, _ in self._entries())
+
+    def _write_ledger(self, size: int) -> None:
+        assert self.root is not None
+        write_bytes(self.root / "size.json", json.dumps({"bytes": max(0, size)}).encode(), tmp_dir=self._tmp())
+
+    def _tmp(self) -> Path:
+        """The folder temp files are written to (created; stale files a killed writer left are removed once)."""
+        assert self.root is not None
+        tmp_dir = self.root / "tmp"
+        tmp_dir.mkdir(parents=True, exist_ok=True)
+        if not self._cleaned:
+            self._clean_tmp(tmp_dir)
+        return tmp_dir
+
+    def _entries(self) -> list[tuple[Path, int, float]]:
+        """(path, size, mtime) of every entry."""
+        assert self.root is not None
+        found = []
+        for shard in os.scandir(self.root):
+            if not shard.is_dir() or len(shard.name) != 2:
+                continue
+            for entry in os.scandir(shard.path):
+                with contextlib.suppress(FileNotFoundError):
+                    st = entry.stat()
+                    if entry.name.endswith(".npz"):
+                        found.append((Path(entry.path), st.st_size, st.st_mtime))
+                    elif entry.name.endswith(".tmp") and st.st_mtime < time.time() - _STALE_TMP_SECONDS:
+                        os.unlink(entry.path)  # left by a killed writer of an earlier version
+        return found
+
+    def _evict(self, keep: Path) -> int:
+        """Delete the least recently used entries down to 80% of ``max_bytes``; returns the size left."""
+        assert self.max_bytes is not None
+        entries = sorted(self._entries(), key=lambda e: e[2])
+        size = sum(s for _, s, _ in entries)
+        target = int(self.max_bytes * _EVICT_TO)
+        for path, entry_size, _ in entries:
+            if size <= target:
+                break
+            if path == keep:
+                continue
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+                size -= entry_size
+                self.stats.evicted_entries += 1
+                self.stats.evicted_bytes += entry_size
+        return size
+
+    def _clean_tmp(self, tmp_dir: Path) -> None:
+        """Remove temp files a killed writer left behind (older than 15 minutes: no live write takes that long)."""
+        self._cleaned = True
+        cutoff = time.time() - _STALE_TMP_SECONDS
+        for entry in os.scandir(tmp_dir):
+            with contextlib.suppress(OSError):
+                if entry.stat().st_mtime < cutoff:
+                    os.unlink(entry.path)

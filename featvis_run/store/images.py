@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import glob
 import hashlib
+import os
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -14,7 +15,7 @@ import cv2
 import numpy as np
 
 from featvis_run.errors import ConfigError, InputError
-from featvis_run.paths import PACKAGE_DIR
+from featvis_run.paths import DEMO_SCENE
 
 __all__ = ["IMAGE_EXTENSIONS", "InputImage", "collect_images", "demo_image_path", "read_image", "select_images"]
 
@@ -35,7 +36,7 @@ class InputImage:
 
 def demo_image_path() -> Path:
     """The demo scene shipped with the package (the default ``image``)."""
-    return PACKAGE_DIR / "assets" / "demo_scene.png"
+    return DEMO_SCENE
 
 
 def _decode(data: bytes) -> np.ndarray | None:
@@ -70,12 +71,27 @@ def _is_image(path: Path) -> bool:
     return path.is_file() and path.suffix.lower() in IMAGE_EXTENSIONS
 
 
+def _walk_images(root: Path) -> list[Path]:
+    """Image files below ``root``, sorted; symlinked folders are followed, each real folder visited once (a link
+    back to a parent does not loop)."""
+    found, seen = [], set()
+    for folder, dirs, files in os.walk(root, followlinks=True):
+        real = os.path.realpath(folder)
+        if real in seen:
+            dirs[:] = []
+            continue
+        seen.add(real)
+        dirs.sort()
+        found += [Path(folder) / f for f in files if _is_image(Path(folder) / f)]
+    return sorted(found)
+
+
 def _expand(entry: str) -> list[Path]:
     path = Path(entry).expanduser()
     if any(ch in entry for ch in "*?["):
         return sorted(p for p in (Path(m) for m in glob.glob(str(path), recursive=True)) if p.is_file())
     if path.is_dir():
-        return sorted(p for p in path.rglob("*") if _is_image(p))
+        return _walk_images(path)
     if path.exists():
         return [path]
     raise InputError(f"images={entry!r}: no such file or folder; give image files, a folder, or a glob 'dir/*.jpg'")

@@ -22,9 +22,10 @@ class MapRecord:
     valid_hw: tuple[int, int]
     reducer: str
     channels: tuple[int, ...]
-    stats: dict[str, float]
+    stats: dict[str, float | None]
     file: str
     note: str | None = None
+    non_finite: int = 0  # NaN and infinite values in the recorded map (drawn grey; stats are over finite values)
 
 
 @dataclass(frozen=True)
@@ -106,5 +107,5 @@ class RunResult:
         }
 
     def save(self) -> Path:
-        """Write ``manifest.json`` atomically (``manifest-1.json`` etc. if one exists already)."""
+        """Write ``manifest.json`` atomically (a resumed run replaces its own earlier manifest)."""
         return write_json(self.out_dir / "manifest.json", self.manifest())

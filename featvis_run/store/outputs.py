@@ -1,8 +1,10 @@
-"""Writing run outputs: atomic, never overwriting, in a folder structured by image, layer and level."""
+"""Writing run outputs: atomic (temp file, fsync, rename), strict JSON, in a folder structured by image, layer and
+level. A write that fails (full disk, permissions) leaves no temp file behind and raises one :class:`OutputError`."""
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import tempfile
@@ -12,9 +14,9 @@ from typing import Any
 import cv2
 import numpy as np
 
-from featvis_run.errors import InputError
+from featvis_run.errors import InputError, OutputError
 
-__all__ = ["ensure_writable_dir", "safe_name", "write_bytes", "write_image", "write_json"]
+__all__ = ["ensure_writable_dir", "jsonable", "safe_name", "write_bytes", "write_image", "write_json"]
 
 
 def safe_name(text: str) -> str:
@@ -55,12 +57,22 @@ def _candidates(path: Path) -> Any:
         n += 1
 
 
-def write_bytes(path: Path, data: bytes, overwrite: bool = False) -> Path:
-    """Write atomically (temp file, fsync, then link/rename). Without ``overwrite`` an existing file is kept and
-    the data goes to ``name-1.ext``, ``name-2.ext``, ...; returns the path written."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+def write_bytes(path: Path, data: bytes, overwrite: bool = True, tmp_dir: Path | None = None) -> Path:
+    """Write ``data`` to ``path`` atomically and return the path written.
+
+    Args:
+        path: the target file (its folder is created).
+        data: the bytes.
+        overwrite: replace an existing file; if False, keep it and write ``name-1.ext``, ``name-2.ext``, ...
+        tmp_dir: where the temp file goes (same filesystem; default: the target's folder).
+
+    Raises:
+        OutputError: the file cannot be written (its temp file is removed).
+    """
+    tmp: str | None = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=tmp_dir or path.parent, prefix=f".{path.name}.", suffix=".tmp")
         os.chmod(tmp, _FILE_MODE)
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
@@ -75,33 +87,47 @@ def write_bytes(path: Path, data: bytes, overwrite: bool = False) -> Path:
                 return cand
             except FileExistsError:
                 continue
+    except OSError as err:
+        raise OutputError(
+            f"cannot write {str(path)!r}: {err.strerror or err}; free some space or choose another output.dir=..."
+        ) from err
     finally:
-        if os.path.exists(tmp):
+        if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)
     raise AssertionError("unreachable")
 
 
 def write_image(path: Path, image: np.ndarray) -> Path:
-    """Encode a BGR image by ``path``'s extension and write it atomically, never overwriting."""
+    """Encode a BGR image by ``path``'s extension and write it atomically (replacing a file of the same run)."""
     ok, buf = cv2.imencode(path.suffix, image)
     if not ok:
         raise InputError(f"OpenCV cannot encode an image as {path.suffix!r}; use output.format=png or jpg")
     return write_bytes(path, buf.tobytes())
 
 
-def write_json(path: Path, obj: Any, overwrite: bool = False) -> Path:
-    """Write JSON atomically (indented, UTF-8)."""
-    text = json.dumps(obj, indent=2, default=_jsonable, ensure_ascii=False)
-    return write_bytes(path, (text + "\n").encode("utf-8"), overwrite=overwrite)
-
-
-def _jsonable(obj: Any) -> Any:
-    if isinstance(obj, np.generic):
-        return obj.item()
+def jsonable(obj: Any) -> Any:
+    """``obj`` as strict-JSON values: numpy scalars and arrays as numbers and lists, paths and enums as strings,
+    dataclass-free containers recursed, and every NaN or infinity as None (``null``)."""
+    if isinstance(obj, dict):
+        return {str(k): jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [jsonable(v) for v in obj]
     if isinstance(obj, np.ndarray):
-        return obj.tolist()
+        return jsonable(obj.tolist())
+    if isinstance(obj, np.generic):
+        obj = obj.item()
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, (str, int, bool)) or obj is None:
+        return obj
     if isinstance(obj, Path):
         return str(obj)
     if hasattr(obj, "value"):  # enums
-        return obj.value
+        return jsonable(obj.value)
     raise TypeError(f"not JSON serializable: {type(obj).__name__}")
+
+
+def write_json(path: Path, obj: Any, overwrite: bool = True) -> Path:
+    """Write strict JSON atomically (indented, UTF-8; NaN and infinities become null)."""
+    text = json.dumps(jsonable(obj), indent=2, ensure_ascii=False, allow_nan=False)
+    return write_bytes(path, (text + "\n").encode("utf-8"), overwrite=overwrite)
