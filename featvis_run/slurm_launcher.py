@@ -2,23 +2,26 @@
 
 hydra-submitit-launcher submits the sweep as one job array and then blocks in ``job.results()``, job after job.
 submitit asks ``sacct`` for states with a back-off that grows to 10 minutes and counts PENDING and "no record"
-(sacct failing, no accounting) as not finished. So a sweep waits forever for a job that is accepted but can never
-start (a request larger than any node on a cluster without ``EnforcePartLimits``, a held job, a drained or down
-node), or once accounting stops answering; a cancelled job ends the sweep only after the back-off, with a
-traceback, and without the sweep summary.
+(sacct failing, no accounting, or a pending array task cancelled before SLURM split it off, which leaves no record
+at all) as not finished. So a sweep waits for ever for a job that is accepted but can never start (a request
+larger than any node on a cluster without ``EnforcePartLimits``, a held job, a drained or down node), for such a
+cancelled task, or once accounting stops answering; another cancelled job ends the sweep only after the back-off,
+with a traceback, and without the sweep summary.
 
 ``FeatvisSlurmLauncher`` submits exactly as the plugin does (same parameters, same ``.submitit`` folder), then
 watches every job of the array itself:
 
-- every ``poll_s`` seconds one ``sacct`` call (``squeue`` when sacct fails) reads all states; result files are
-  checked every second;
+- every ``poll_s`` seconds one ``sacct`` call reads all states, and ``squeue`` those sacct does not list; result
+  files are checked every second;
+- a task squeue stops listing (twice in a row) while sacct has no record of it is gone (cancelled);
 - no job of the sweep running or finishing for ``pending_timeout_min`` while the rest are PENDING: those are
   cancelled (``scancel``) with squeue's reason (null: wait for ever);
-- a job that SLURM has no state for during ``lost_timeout_min`` is cancelled (best effort);
-- a job that ends without a result (CANCELLED, TIMEOUT, NODE_FAIL, OUT_OF_MEMORY, FAILED outside Python, or cancelled
-  by the two rules above) is a failed job of the sweep: one ``featvis-run: error:`` line on stderr, and its job
-  folder gets ``.hydra/overrides.yaml`` and ``error.json``, so the sweep summary lists it with that reason, the
-  other jobs finish, and the exit code is 1 (as for any failed job);
+- a job that SLURM gives no state for during ``lost_timeout_min`` (sacct and squeue failing) is cancelled (best
+  effort);
+- a job that ends without a result (CANCELLED, TIMEOUT, NODE_FAIL, OUT_OF_MEMORY, FAILED outside Python, gone, or
+  cancelled by the two rules above) is a failed job of the sweep: one ``featvis-run: error:`` line on stderr, and
+  its job folder gets ``.hydra/overrides.yaml`` and ``error.json``, so the sweep summary lists it with that reason,
+  the other jobs finish, and the exit code is 1 (as for any failed job);
 - sbatch refusing the submission (more CPUs or memory than a node has, an unknown partition, ...) ends the sweep
   at once with one line naming the request, exit code 2;
 - Ctrl-C cancels the sweep's unfinished jobs.
@@ -170,8 +173,7 @@ class FeatvisSlurmLauncher(SlurmLauncher):
         results: dict[int, JobReturn] = {}
         progress_at = start  # last time a job of the sweep ran or finished
         known_at = dict.fromkeys(todo, start)  # last time SLURM had a state for the job
-        seen: set[int] = set()  # jobs SLURM has listed at least once
-        missing = dict.fromkeys(todo, 0)  # polls in a row in which SLURM answered but no longer listed the job
+        missing = dict.fromkeys(todo, 0)  # polls in a row in which squeue answered without listing the job
         last_poll = float("-inf")
         try:
             while todo:
@@ -187,11 +189,12 @@ class FeatvisSlurmLauncher(SlurmLauncher):
                     for i, job in list(todo.items()):
                         full = states.get(job.job_id, "")  # e.g. "CANCELLED by 0"
                         state = _first(full)
-                        missing[i] = 0 if state or not answered or i not in seen else missing[i] + 1
+                        missing[i] = 0 if state or not answered else missing[i] + 1
                         if state:
                             known_at[i] = now
-                            seen.add(i)
-                        if state in FINAL or missing[i] >= 2:  # e.g. a held task cancelled: SLURM drops it
+                        # squeue lists every task slurmctld has (from submission on); one it drops without a record
+                        # (a pending array task cancelled before it was split off) is gone
+                        if state in FINAL or missing[i] >= 2:
                             results[i] = self._collect(job, job_overrides[i], first_idx + i, full or "(gone)")
                             del todo[i]
                             progress_at = now
@@ -237,7 +240,9 @@ class FeatvisSlurmLauncher(SlurmLauncher):
     def _collect(self, job: Any, overrides: Sequence[str], idx: int, state: str | None = None) -> JobReturn:
         """The job's JobReturn if it left a result; else the job is recorded as failed."""
         # a job that ran to its end wrote its result; a shared filesystem may show it a little late
-        deadline = time.monotonic() + (15 if _first(state) in ("COMPLETED", "FAILED") else 0)
+        started = job.paths.stdout.exists() or job.paths.stderr.exists()
+        late = _first(state) in ("COMPLETED", "FAILED") or (state == "(gone)" and started)
+        deadline = time.monotonic() + (15 if late else 0)
         while not job.paths.result_pickle.exists() and time.monotonic() < deadline:
             time.sleep(1)
         if job.paths.result_pickle.exists():
@@ -246,7 +251,6 @@ class FeatvisSlurmLauncher(SlurmLauncher):
             except Exception as err:  # an exception in the job outside featvis-run's own handling
                 tail = str(err).strip().splitlines()
                 return self._failed(job, overrides, idx, f"SLURM job {job.job_id} raised: {tail[-1] if tail else err}")
-        started = job.paths.stdout.exists() or job.paths.stderr.exists()
         if state == "(gone)":  # a pending array task cancelled before SLURM split it off leaves no record
             why = f"SLURM job {job.job_id} left the queue without a trace before {'ending' if started else 'starting'}"
             why += " (cancelled with scancel?)"
