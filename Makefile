@@ -33,7 +33,7 @@ test: lint ## Lint, then run the test suite
 	$(BIN)/python -m pytest -q
 
 lint: ## ruff over the package, tests and scripts
-	$(BIN)/ruff check featvis_run tests $(wildcard scripts)
+	$(BIN)/ruff check featvis_run hydra_plugins tests $(wildcard scripts)
 
 # ---- standard reports: offline by default (demo scene, random init); CHECKPOINT=... IMAGES=... for real use ----
 FEATVIS := $(BIN)/featvis-run

@@ -80,9 +80,9 @@ def _read_job(job_dir: Path, sweep_dir: Path) -> JobRow:
     error = job_dir / "error.json"
     if error.exists():
         return JobRow(
-            job=job_dir.name, overrides=overrides, status="error", error=json.loads(error.read_text())["error"]
+            job=name, overrides=overrides, status="error", error=json.loads(error.read_text())["error"]
         )
-    return JobRow(job=job_dir.name, overrides=overrides, status="missing", error="no manifest.json or error.json")
+    return JobRow(job=name, overrides=overrides, status="missing", error="no manifest.json or error.json")
 
 
 def build_summary(sweep_dir: Path) -> list[JobRow]:
