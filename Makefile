@@ -6,8 +6,14 @@ BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip
 WHEELHOUSE ?=
 FIND_LINKS := $(if $(WHEELHOUSE),--find-links $(abspath $(WHEELHOUSE)),)
+# The exact versions `make install` (and so CI) uses; pyproject.toml only declares the ranges featvis-run accepts.
 TORCH_VERSION := 2.13.0
 MMCV_VERSION := 2.1.0
+MMENGINE_SPEC := >=0.10,<0.11
+MMDET_VERSION := 3.3.0
+MMSEG_VERSION := 1.2.2
+PINS := torch==$(TORCH_VERSION) mmcv==$(MMCV_VERSION) 'mmengine$(MMENGINE_SPEC)' mmdet==$(MMDET_VERSION) \
+	mmsegmentation==$(MMSEG_VERSION) ftfy regex 'setuptools>=77.0.3,<81'
 
 .DEFAULT_GOAL := help
 .PHONY: help install test lint wheel-check clean
@@ -15,19 +21,23 @@ MMCV_VERSION := 2.1.0
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
 
-install: ## Create .venv and install torch, mmcv (ops), mmdet, hydra and featvis-run[dev]
+install: ## Create .venv and install torch, mmcv (ops), mmdet, mmseg, hydra and featvis-run[dev,mmseg]
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install --upgrade 'setuptools>=61,<70' wheel ninja packaging
 	$(PIP) install torch==$(TORCH_VERSION)
-	$(PIP) install 'mmengine>=0.10,<0.11'
+	$(PIP) install 'mmengine$(MMENGINE_SPEC)'
 	# mmcv 2.1.0 ships only a source archive on PyPI: build it with its ops against the pinned torch
 	# (its setup.py needs an old setuptools), unless WHEELHOUSE holds a matching prebuilt wheel.
 	$(PIP) install 'setuptools<70'
 	MMCV_WITH_OPS=1 MAX_JOBS=2 $(PIP) install --no-build-isolation $(FIND_LINKS) mmcv==$(MMCV_VERSION)
 	# torch wants setuptools>=77.0.3; mmengine's `mmdet::` config bases need pkg_resources (gone in 81).
 	$(PIP) install 'setuptools>=77.0.3,<81'
-	$(PIP) install $(FIND_LINKS) -e '.[dev]'
-	$(BIN)/python -c "import mmcv.ops, mmdet; print('mmcv', mmcv.__version__, 'mmdet', mmdet.__version__, 'ops ok')"
+	# featvis-run with its dev and mmseg extras (mmsegmentation, ftfy, regex). The pins are named again so that
+	# the resolver keeps the torch and mmcv installed above and takes exactly mmdet 3.3.0 and mmsegmentation 1.2.2.
+	$(PIP) install $(FIND_LINKS) -e '.[dev,mmseg]' $(PINS)
+	$(BIN)/python -c "import mmcv.ops, mmdet, mmseg, mmseg.utils, torch; \
+	  print('torch', torch.__version__, 'mmcv', mmcv.__version__, 'mmdet', mmdet.__version__, \
+	  'mmseg', mmseg.__version__, 'ops ok')"
 
 test: lint ## Lint, then run the test suite
 	$(BIN)/python -m pytest -q
