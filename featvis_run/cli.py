@@ -55,9 +55,10 @@ def _typed(dcfg: DictConfig) -> Config:
     except (MissingMandatoryValue, InterpolationToMissingValueError) as err:
         found = re.search(r"Missing mandatory value: ([\w.]+)", str(err))
         key = found.group(1) if found else (getattr(err, "full_key", "") or "a value")
+        packaged = "a config packaged with the installed library (e.g. {}) or a path to yours"
         example = {
-            "mmdet_config": "a config packaged with the installed library (e.g. atss/atss_r50_fpn_1x_coco.py) or a "
-            "path to yours"
+            "mmdet_config": packaged.format("atss/atss_r50_fpn_1x_coco.py"),
+            "config": packaged.format("segformer/segformer_mit-b0_8xb2-160k_ade20k-512x512.py for mmseg"),
         }.get(key.rsplit(".", 1)[-1], "a value")
         raise ConfigError(f"{key} has no value; set {key}=... to {example}") from None
 

@@ -27,6 +27,9 @@ PATH_KEYS = frozenset(
         "model.mmdet_config",
         "model_a.mmdet_config",
         "model_b.mmdet_config",
+        "model.config",
+        "model_a.config",
+        "model_b.config",
     }
 )
 _LEAVE = re.compile(r"^(['\"\[{]|\$\{|null$|(choice|range|interval|glob|sort|shuffle|tag|str|int|float|bool)\()")

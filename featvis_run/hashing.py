@@ -1,13 +1,23 @@
-"""Content hashes: of JSON-like values (cache keys, model identities) and of files (checkpoints, images)."""
+"""Content hashes: of JSON-like values (cache keys, model identities) and of files (checkpoints, images).
+
+A checkpoint's sha256 is part of every cache key, and hashing a 150 MB file takes about 0.3 s: digests are kept by
+(real path, size, modification time) in memory and in ``$XDG_CACHE_HOME/featvis-run/digests.json`` (default
+``~/.cache``), so each job of a sweep, in this process or another, hashes a file only once. A file replaced by one
+of the same size and modification time to the nanosecond would keep its old digest.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import os
 from pathlib import Path
 from typing import Any
 
-__all__ = ["file_sha256", "stable_hash"]
+__all__ = ["digest_store", "file_sha256", "file_sha256_cached", "stable_hash"]
+
+_MEMO: dict[tuple[str, int, int], str] = {}
 
 
 def stable_hash(obj: Any) -> str:
@@ -23,3 +33,32 @@ def file_sha256(path: Path) -> str:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def digest_store() -> Path:
+    """Where digests are kept between processes."""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "featvis-run" / "digests.json"
+
+
+def file_sha256_cached(path: Path, store: Path | None = None) -> str:
+    """:func:`file_sha256`, remembered by (real path, size, mtime) in memory and in ``store`` (best effort)."""
+    st = path.stat()
+    key = (os.path.realpath(path), st.st_size, st.st_mtime_ns)
+    if key in _MEMO:
+        return _MEMO[key]
+    store = store or digest_store()
+    text_key = f"{key[0]}|{key[1]}|{key[2]}"
+    known: dict[str, str] = {}
+    with contextlib.suppress(OSError, ValueError):
+        known = json.loads(store.read_text())
+    digest = known.get(text_key) or file_sha256(path)
+    if text_key not in known:
+        known = {k: v for k, v in known.items() if not k.startswith(f"{key[0]}|")}  # older versions of the file
+        known[text_key] = digest
+        with contextlib.suppress(Exception):  # a read-only home only costs the next process a re-hash
+            from featvis_run.store.outputs import write_bytes
+
+            write_bytes(store, json.dumps(known, indent=0).encode())
+    _MEMO[key] = digest
+    return digest

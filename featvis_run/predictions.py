@@ -1,12 +1,15 @@
-"""What a model predicted on an image, in original-image pixels: plain arrays, shared by models, cache and drawing."""
+"""What a model predicted on an image, in original-image pixels: plain arrays, shared by models, cache and drawing.
+
+A detector predicts :class:`Detections` (boxes), a segmentor a :class:`SegmentationMap` (a class per pixel).
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
-__all__ = ["Detections"]
+__all__ = ["Detections", "Predictions", "SegmentationMap"]
 
 
 @dataclass(frozen=True)
@@ -18,7 +21,44 @@ class Detections:
     labels: np.ndarray
     class_names: tuple[str, ...] = ()
 
+    @classmethod
+    def empty(cls, class_names: tuple[str, ...] = ()) -> Detections:
+        """No detections."""
+        return cls(np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, np.int64), class_names)
+
     def above(self, thr: float) -> Detections:
         """The detections scoring at least ``thr``."""
         keep = self.scores >= thr
         return Detections(self.boxes[keep], self.scores[keep], self.labels[keep], self.class_names)
+
+    def summary(self, thr: float) -> dict[str, int]:
+        """The manifest's count: the boxes at or above ``thr`` (those drawn)."""
+        return {"detections": int((self.scores >= thr).sum())}
+
+
+@dataclass(frozen=True)
+class SegmentationMap:
+    """A segmentor's output in original-image pixels: a class index per pixel, (H, W), with the class names and
+    their colours ((K, 3) RGB, as the dataset defines them; empty: colours are generated)."""
+
+    labels: np.ndarray
+    class_names: tuple[str, ...] = ()
+    palette: np.ndarray = field(default_factory=lambda: np.zeros((0, 3), np.uint8))
+
+    def above(self, thr: float) -> SegmentationMap:
+        """Every pixel has a class: a score threshold does not apply."""
+        return self
+
+    def present(self) -> list[tuple[int, float]]:
+        """(class index, share of pixels) of every class predicted, largest share first."""
+        counts = np.bincount(self.labels.ravel().astype(np.int64))
+        order = np.argsort(-counts, kind="stable")
+        total = max(1, int(self.labels.size))
+        return [(int(i), float(counts[i]) / total) for i in order if counts[i] > 0]
+
+    def summary(self, thr: float) -> dict[str, int]:
+        """The manifest's count: the classes predicted on the image."""
+        return {"classes_predicted": len(self.present())}
+
+
+Predictions = Detections | SegmentationMap

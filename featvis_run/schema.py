@@ -43,7 +43,10 @@ class RecorderType(str, Enum):
     module_outputs = "module_outputs"
     module_inputs = "module_inputs"
     method_outputs = "method_outputs"
+    method_inputs = "method_inputs"
     function_outputs = "function_outputs"
+    function_inputs = "function_inputs"
+    parameter = "parameter"  # a parameter of the model by name (drawn when 4-D, as MMRazor: its first filter)
     encoder_memory = "encoder_memory"  # a DETR-family encoder's memory, split back into one map per level
 
 
@@ -65,7 +68,8 @@ class ModelConfig:
     optional local checkpoint."""
 
     name: str = MISSING
-    mmdet_config: str = MISSING
+    mmdet_config: str | None = None  # an mmdet config (kept for mmdet users; the same as ``config``)
+    config: str | None = None  # the library's config: packaged with it (path under its configs folder, or name)
     repo: str = "mmdet"
     checkpoint: str | None = None
     trust_checkpoint: bool = False
@@ -74,6 +78,27 @@ class ModelConfig:
     seed: int = 0
     test_scale: list[int] | None = None
     cfg_options: list[str] = field(default_factory=list)
+
+
+def config_reference(mc: ModelConfig, key: str = "model") -> tuple[str, str]:
+    """(the model's config reference, the config key it was given as: ``model.config`` or ``model.mmdet_config``)."""
+    if mc.config and mc.mmdet_config and mc.config != mc.mmdet_config:
+        raise ConfigError(
+            f"{key}.config={mc.config!r} and {key}.mmdet_config={mc.mmdet_config!r} are both set; they mean the same "
+            f"thing: keep one"
+        )
+    if mc.config:
+        return mc.config, f"{key}.config"
+    if mc.mmdet_config:
+        return mc.mmdet_config, f"{key}.mmdet_config"
+    field_name, example = (
+        ("mmdet_config", "atss/atss_r50_fpn_1x_coco.py")
+        if mc.repo == "mmdet"
+        else ("config", "segformer/segformer_mit-b0_8xb2-160k_ade20k-512x512.py")
+    )
+    raise ConfigError(
+        f"{key}.{field_name} is not set: give a config packaged with {mc.repo} (e.g. {example}) or a path to yours"
+    )
 
 
 @dataclass
@@ -112,25 +137,32 @@ class RecorderConfig:
     name: str = MISSING
     recorders: dict[str, Any] = field(default_factory=dict)
     mappings: dict[str, Any] = field(default_factory=dict)
+    file: str | None = None  # an MMRazor vis_config file (recorder=mmrazor): its recorders and mappings are used
 
     def parsed(self) -> tuple[dict[str, RecorderSpec], dict[str, MappingSpec]]:
         """The recorders and mappings as typed specs; a ConfigError names any bad entry."""
-        recorders = {name: _spec(RecorderSpec, f"recorder.recorders.{name}", v) for name, v in self.recorders.items()}
-        mappings = {name: _spec(MappingSpec, f"recorder.mappings.{name}", v) for name, v in self.mappings.items()}
-        for name, spec in recorders.items():
-            try:
-                spec.type = RecorderType(spec.type)
-            except ValueError:
-                valid = ", ".join(t.value for t in RecorderType)
-                raise ConfigError(
-                    f"recorder.recorders.{name}.type={spec.type!r} is unknown; use one of {valid}"
-                ) from None
-        if not recorders:
-            raise ConfigError(
-                f"recorder={self.name} records nothing; add one, e.g. "
-                "'+recorder.recorders.r3={type:module_outputs,source:backbone.layer3}'"
-            )
-        return recorders, mappings
+        return parse_recorders(self.name, self.recorders, self.mappings)
+
+
+def parse_recorders(
+    name: str, recorders: dict[str, Any], mappings: dict[str, Any], where: str = "recorder"
+) -> tuple[dict[str, RecorderSpec], dict[str, MappingSpec]]:
+    """Plain recorder and mapping dicts as typed specs; a ConfigError names any bad entry (``where`` prefixes the
+    keys in messages: the config group, or a vis_config file)."""
+    specs = {r: _spec(RecorderSpec, f"{where}.recorders.{r}", v) for r, v in recorders.items()}
+    levels = {m: _spec(MappingSpec, f"{where}.mappings.{m}", v) for m, v in mappings.items()}
+    for r, spec in specs.items():
+        try:
+            spec.type = RecorderType(spec.type)
+        except ValueError:
+            valid = ", ".join(t.value for t in RecorderType)
+            raise ConfigError(f"{where}.recorders.{r}.type={spec.type!r} is unknown; use one of {valid}") from None
+    if not specs:
+        raise ConfigError(
+            f"recorder={name} records nothing; add one, e.g. "
+            "'+recorder.recorders.r3={type:module_outputs,source:backbone.layer3}'"
+        )
+    return specs, levels
 
 
 def _spec(cls: type, where: str, value: Any) -> Any:
@@ -174,6 +206,7 @@ class OutputConfig:
     alpha: float = 0.5
     resize_shape: list[int] | None = None
     colormap: str = "jet"
+    draw_predictions: bool = True
     draw_boxes: bool = True
     pred_score_thr: float = 0.3
     format: ImageFormat = ImageFormat.png

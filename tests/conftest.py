@@ -34,8 +34,10 @@ def scene_image(tmp_path: Path) -> Path:
 
 
 @pytest.fixture(autouse=True)
-def _quiet_env(monkeypatch: pytest.MonkeyPatch) -> None:
+def _quiet_env(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> None:
     monkeypatch.setenv("HYDRA_FULL_ERROR", "0")
+    # checkpoint digests and other per-user caches go to a folder of this test session, not the user's home
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.getbasetemp() / "xdg-cache"))
     os.environ.setdefault("OMP_NUM_THREADS", "2")
 
 

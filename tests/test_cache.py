@@ -34,8 +34,8 @@ def test_round_trip_returns_what_quantize_returns(tmp_path):
     cache.put(key, item())
     got = cache.get(key)
     want = cache.quantize(item())  # a fresh run draws these: the same numbers as a later hit
-    assert got.geometry == want.geometry and got.detections.class_names == ("a", "b")
-    np.testing.assert_array_equal(got.detections.boxes, want.detections.boxes)
+    assert got.geometry == want.geometry and got.predictions.class_names == ("a", "b")
+    np.testing.assert_array_equal(got.predictions.boxes, want.predictions.boxes)
     assert list(got.features) == list(want.features)
     for k in want.features:
         np.testing.assert_array_equal(got.features[k], want.features[k])

@@ -33,12 +33,18 @@ GROUP_OPTIONS = [(g, o) for g in GROUPS for o in _options(g)]
 
 @pytest.mark.parametrize(("group", "option"), GROUP_OPTIONS)
 def test_every_group_option_composes_to_typed_config(group, option):
-    generic = (group, option) == ("model", "mmdet")  # the generic option needs the config it runs
-    cfg = _compose(f"{group}={option}", *(["model.mmdet_config=atss/atss_r50_fpn_1x_coco.py"] if generic else []))
+    generic = {  # the generic options need the config they run; recorder=mmrazor its vis_config file
+        ("model", "mmdet"): ["model.mmdet_config=atss/atss_r50_fpn_1x_coco.py"],
+        ("model", "mmseg"): ["model.config=segformer/segformer_mit-b0_8xb2-160k_ade20k-512x512.py"],
+        ("recorder", "mmrazor"): ["recorder.file=tests/vis_configs/fpn_feature_visualization.py"],
+    }.get((group, option), [])
+    cfg = _compose(f"{group}={option}", *generic)
     assert isinstance(cfg, Config)
     node = getattr(cfg, group)
-    if group == "model":  # a model is reported by its config's file stem
-        assert node.name == Path(node.mmdet_config).stem.removesuffix("_config") and node.repo == "mmdet"
+    if group == "model":  # a model is reported by its config's file stem; mmseg models record the backbone
+        ref = node.config or node.mmdet_config
+        assert node.name == Path(ref).stem.removesuffix("_config")
+        assert (node.repo, cfg.recorder.name) in {("mmdet", "fpn"), ("mmseg", "backbone")}
     else:
         assert node.name == option if hasattr(node, "name") else node.enabled == (option == "on")
     assert DrawSettings.from_config(cfg).fmt in ("png", "jpg")
@@ -53,13 +59,14 @@ def test_defaults():
     assert mappings == {} and recorders["neck"].level_prefix == "p"  # every neck output, named by stride
 
 
-def test_model_configs_name_mmdet_configs_that_exist_in_installed_mmdet():
-    from featvis_run.models.mmdet import MmdetAdapter
+def test_model_options_name_configs_that_exist_in_the_installed_libraries():
+    from featvis_run.models.registry import adapter_for
+    from featvis_run.schema import config_reference
 
-    resolve_mmdet_config = MmdetAdapter().resolve_config
-    for option in set(_options("model")) - {"mmdet"}:
+    for option in set(_options("model")) - {"mmdet", "mmseg"}:
         cfg = _compose(f"model={option}")
-        assert Path(resolve_mmdet_config(cfg.model.mmdet_config)).is_file()
+        ref, where = config_reference(cfg.model)
+        assert Path(adapter_for(cfg.model.repo).resolve_config(ref, where)).is_file(), option
 
 
 def test_sweepable_plain_keys_and_nested_overrides():

@@ -107,7 +107,7 @@ def test_run_batch_returns_geometry_and_detections(tiny_config):
     assert [r.geometry.ori_hw for r in res] == [(100, 200), (200, 100)]
     assert res[0].geometry.img_hw == (64, 128) and res[1].geometry.img_hw == (128, 64)
     assert res[0].geometry.input_hw == res[1].geometry.input_hw == (128, 128)  # padded to the batch
-    assert res[0].detections.boxes.shape[1] == 4 and res[0].detections.class_names == ("a", "b", "c")
+    assert res[0].predictions.boxes.shape[1] == 4 and res[0].predictions.class_names == ("a", "b", "c")
 
 
 def test_geometry_uses_the_scale_factor_and_the_border_not_just_img_shape():

@@ -43,7 +43,7 @@ SUPPORT_FILES = ("__init__.py", "conftest.py", "test_cli.py")
 # Tests in those files that do need torch or mmdet and are not marked slow (slow ones build a model: deselected).
 NEEDS_TORCH = (
     "test_reduce.py::test_standardize_matches_mmrazor_norm",  # compares with torch's formula
-    "test_config.py::test_model_configs_name_mmdet_configs_that_exist_in_installed_mmdet",  # mmdet's configs
+    "test_config.py::test_model_options_name_configs_that_exist_in_the_installed_libraries",  # the libraries' configs
     "test_demo_shapes.py::test_coco_dataset_deterministic_and_loads_with_mmdet",  # mmdet's CocoDataset
     "test_multi_image.py::test_batched_maps_equal_one_by_one_for_images_of_different_sizes",  # runs a model
 )

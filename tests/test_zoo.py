@@ -130,13 +130,13 @@ def test_presets_name_every_level_by_stride(config, pool, scene):
         assert list(got) == list(expected)  # fine to coarse
         assert all(k.layer == layer for k in item.features)
         assert all(np.isfinite(v).any() for v in item.features.values())
-        assert np.isfinite(item.detections.boxes).all()
+        assert np.isfinite(item.predictions.boxes).all()
     print(f"{config}: {time.perf_counter() - started:.1f} s")
 
 
 def test_yolov3_infinite_boxes_are_dropped_with_a_note(pool, scene):
     item = record("yolo/yolov3_d53_8xb8-ms-608-273e_coco.py", "fpn", pool, scene)
-    assert np.isfinite(item.detections.boxes).all() and np.isfinite(item.detections.scores).all()
+    assert np.isfinite(item.predictions.boxes).all() and np.isfinite(item.predictions.scores).all()
     assert any("non-finite boxes" in n for n in item.notes)
 
 
@@ -183,7 +183,7 @@ def test_a_failing_head_keeps_the_maps_recorded_before_it(tiny_config, scene, mo
     source = FeatureSource(mc, recorder("fpn"), ActivationCache(None), Timer(), pool=ModelPool())
     (item,) = source.features([scene])
     assert [k.level for k in item.features] == ["p3", "p4", "p5", "p6", "p7"]
-    assert len(item.detections.boxes) == 0
+    assert item.predictions is None  # no predictions, not an empty list of them
     assert item.notes == (
         "the model failed after its inputs were prepared (RuntimeError: post-processing exploded); "
         "maps drawn without predictions",

@@ -11,9 +11,10 @@ import numpy as np
 from featvis_run.drawing.boxes import draw_detections
 from featvis_run.drawing.colour import MISSING, blend, colorize, colorize_signed, paint_missing, to_uint8
 from featvis_run.drawing.layout import check_arrangement, magnify, tile_grid
+from featvis_run.drawing.masks import draw_segmentation
 from featvis_run.maps.geometry import Geometry, upsample_to_canvas
 from featvis_run.maps.reduce import ReducedMap
-from featvis_run.predictions import Detections
+from featvis_run.predictions import Detections, Predictions, SegmentationMap
 
 __all__ = ["RenderOptions", "render_map"]
 
@@ -86,13 +87,13 @@ def render_map(
     geom: Geometry,
     image: np.ndarray | None,
     opts: RenderOptions,
-    detections: Detections | None = None,
+    predictions: Predictions | None = None,
 ) -> np.ndarray:
     """Draw a reduced, valid-cropped map.
 
     ``feat_hw`` is the recorded map's full size (before cropping) and ``geom`` its placement on ``image``
-    (the original BGR image). Overlaid maps are drawn at the image's size (or ``resize_shape``); detector boxes
-    are drawn on single overlaid maps only, never on grids.
+    (the original BGR image). Overlaid maps are drawn at the image's size (or ``resize_shape``); predictions
+    (detector boxes, a segmentor's class map) are drawn on single overlaid maps only, never on grids.
     """
     canvas = _canvas_image(image, opts) if opts.overlaid and image is not None else None
     if reduced.kind == "grid":
@@ -114,7 +115,9 @@ def render_map(
     out = _draw_one(reduced.maps[0], feat_hw, geom, canvas, opts)
     if canvas is None:
         return magnify(out, opts.min_size)
-    if detections is not None and len(detections.boxes):
+    if isinstance(predictions, Detections) and len(predictions.boxes):
         scale = (canvas.shape[0] / geom.ori_hw[0], canvas.shape[1] / geom.ori_hw[1])
-        out = draw_detections(out, detections, scale)
+        out = draw_detections(out, predictions, scale)
+    elif isinstance(predictions, SegmentationMap):
+        out = draw_segmentation(out, predictions)
     return out

@@ -15,7 +15,7 @@ import numpy as np
 from featvis_run.drawing.layout import contact_sheet
 from featvis_run.errors import FeatvisError, RunInterrupted
 from featvis_run.experiments.common import activation_cache, cache_summary, progress_bar, resume_hint
-from featvis_run.experiments.draw import draw_levels, non_finite_notes
+from featvis_run.experiments.draw import draw_levels, non_finite_notes, prediction_counts
 from featvis_run.experiments.inputs import ImageBatches
 from featvis_run.experiments.settings import DrawSettings
 from featvis_run.models.source import FeatureSource
@@ -60,11 +60,11 @@ class _ImageRun:
         for im, item in zip(batch, items, strict=True):
             notes = [f"{im.image_id}: {note}" for note in item.notes]
             drawn = draw_levels(
-                im.image_id, im.array, item.features, item.geometry, item.detections, self.settings, self.out_dir
+                im.image_id, im.array, item.features, item.geometry, item.predictions, self.settings, self.out_dir
             )
             g = item.geometry
-            shown = item.detections.above(self.settings.pred_score_thr)
-            image = ImageRecord(os.path.abspath(im.path), g.ori_hw, g.input_hw, len(shown.boxes))
+            counts = prediction_counts(item.predictions, self.settings)
+            image = ImageRecord(os.path.abspath(im.path), g.ori_hw, g.input_hw, **counts)
             records = [record for record, _ in drawn]
             self._add(im.image_id, image, records, notes, [picture for _, picture in drawn])
             payload = {"image": asdict(image), "outputs": [asdict(r) for r in records], "notes": notes}

@@ -21,7 +21,7 @@ from featvis_run.drawing.layout import contact_sheet
 from featvis_run.drawing.render import RenderOptions, render_map
 from featvis_run.errors import ConfigError, FeatvisError, RunInterrupted
 from featvis_run.experiments.common import activation_cache, cache_summary, resume_hint
-from featvis_run.experiments.draw import finite_stats
+from featvis_run.experiments.draw import finite_stats, prediction_counts
 from featvis_run.experiments.inputs import ImageBatches, check_inputs, image_paths, named_inputs, selected_inputs
 from featvis_run.experiments.settings import DrawSettings
 from featvis_run.maps.diff import compare_levels, diff_map, resize_to_common
@@ -177,8 +177,8 @@ class _DiffRun:
         drawn = [self._level(im, level, (item_a, key_a), (item_b, key_b)) for level, key_a, key_b in pairs]
         self.source_a.timer.add("render", started)
         g = item_a.geometry
-        shown = item_a.detections.above(self.settings.pred_score_thr)
-        image = ImageRecord(os.path.abspath(im.path), g.ori_hw, g.input_hw, len(shown.boxes))
+        counts = prediction_counts(item_a.predictions, self.settings)
+        image = ImageRecord(os.path.abspath(im.path), g.ori_hw, g.input_hw, **counts)
         entry = {
             "image": asdict(image),
             "outputs": [asdict(record) for record, _ in drawn],
@@ -250,8 +250,8 @@ def run_diff(cfg: Config, out_dir: Path, resolved: dict[str, Any]) -> RunResult:
     decoded = list(batches) if strict else batches  # a bad single image fails before any model is planned
     timer, cache = Timer(), activation_cache(cfg)
     sources = (
-        FeatureSource(cfg.model_a, rec_a, cache, timer, key="model_a"),
-        FeatureSource(cfg.model_b, rec_b, cache, timer, key="model_b"),
+        FeatureSource(cfg.model_a, rec_a, cache, timer, key="model_a", side=1),
+        FeatureSource(cfg.model_b, rec_b, cache, timer, key="model_b", side=None if cfg.recorder_b else 2),
     )
     run = _DiffRun(cfg, folder, settings, sources)
     try:

@@ -11,12 +11,17 @@ from featvis_run.drawing.render import render_map
 from featvis_run.experiments.settings import DrawSettings
 from featvis_run.maps.geometry import Geometry, crop_valid, valid_cells
 from featvis_run.maps.reduce import reduce_channels, standardize
-from featvis_run.predictions import Detections
+from featvis_run.predictions import Predictions
 from featvis_run.recording.levels import LevelKey
 from featvis_run.store.manifest import MapRecord
 from featvis_run.store.outputs import safe_name, write_image
 
-__all__ = ["draw_levels", "finite_stats", "non_finite_notes"]
+__all__ = ["draw_levels", "finite_stats", "non_finite_notes", "prediction_counts"]
+
+
+def prediction_counts(predictions: Predictions | None, settings: DrawSettings) -> dict[str, int]:
+    """The manifest's count of an image's predictions (boxes drawn, or classes predicted); none if it has none."""
+    return predictions.summary(settings.pred_score_thr) if predictions is not None else {}
 
 
 def finite_stats(maps: np.ndarray) -> dict[str, float | None]:
@@ -45,7 +50,7 @@ def draw_levels(
     image: np.ndarray,
     features: dict[LevelKey, np.ndarray],
     geometry: Geometry,
-    detections: Detections | None,
+    predictions: Predictions | None,
     settings: DrawSettings,
     out_dir: Path,
 ) -> list[tuple[MapRecord, np.ndarray]]:
@@ -56,14 +61,14 @@ def draw_levels(
         image: the original BGR image.
         features: the recorded maps by level (uncropped).
         geometry: where the maps lie on the image.
-        detections: the model's predictions (drawn on single overlays when ``settings.draw_boxes``).
+        predictions: the model's predictions (drawn on single overlays, see :meth:`DrawSettings.shown`).
         settings: how to reduce and draw.
         out_dir: the run folder.
 
     Returns:
         Each level's record with the picture written (for contact sheets).
     """
-    dets = detections.above(settings.pred_score_thr) if detections is not None and settings.draw_boxes else None
+    shown = settings.shown(predictions)
     # every level is reduced before any is drawn: an impossible request (topk=-1 on 256 channels) fails up front
     reduced_levels = []
     for key, feat in features.items():
@@ -75,7 +80,7 @@ def draw_levels(
     records = []
     for (key, feat), reduced in zip(features.items(), reduced_levels, strict=True):
         c, h, w = feat.shape
-        picture = render_map(reduced, (h, w), geometry, image, settings.render, dets)
+        picture = render_map(reduced, (h, w), geometry, image, settings.render, shown)
         target = out_dir / safe_name(image_id) / safe_name(key.layer) / f"{safe_name(key.level)}.{settings.fmt}"
         written = write_image(target, picture)
         maps = reduced.maps

@@ -9,6 +9,7 @@ from featvis_run.drawing.layout import check_arrangement
 from featvis_run.drawing.render import RenderOptions
 from featvis_run.errors import ConfigError
 from featvis_run.maps.modes import ReducerName
+from featvis_run.predictions import Detections, Predictions
 from featvis_run.schema import Config
 
 __all__ = ["DrawSettings"]
@@ -25,6 +26,16 @@ class DrawSettings:
     draw_boxes: bool
     pred_score_thr: float
     fmt: str
+    draw_predictions: bool = True
+
+    def shown(self, predictions: Predictions | None) -> Predictions | None:
+        """The predictions to draw: none when ``output.draw_predictions`` is off, detector boxes only with
+        ``output.draw_boxes`` and at or above ``output.pred_score_thr``."""
+        if predictions is None or not self.draw_predictions:
+            return None
+        if isinstance(predictions, Detections):
+            return predictions.above(self.pred_score_thr) if self.draw_boxes else None
+        return predictions
 
     @classmethod
     def from_config(cls, cfg: Config) -> DrawSettings:
@@ -64,4 +75,13 @@ class DrawSettings:
             label=lay.label,
         )
         fmt = out.format.value if hasattr(out.format, "value") else str(out.format)
-        return cls(reducer, cfg.topk, cfg.use_norm, render, out.draw_boxes, float(out.pred_score_thr), fmt)
+        return cls(
+            reducer,
+            cfg.topk,
+            cfg.use_norm,
+            render,
+            out.draw_boxes,
+            float(out.pred_score_thr),
+            fmt,
+            out.draw_predictions,
+        )

@@ -14,7 +14,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from featvis_run.maps.geometry import Geometry
-from featvis_run.predictions import Detections
+from featvis_run.predictions import Predictions
 from featvis_run.recording.levels import LevelKey
 from featvis_run.schema import ModelConfig
 
@@ -35,7 +35,7 @@ class ImageResult:
     or went wrong, e.g. non-finite boxes)."""
 
     geometry: Geometry
-    detections: Detections
+    predictions: Predictions | None  # None: the model failed before predicting
     notes: tuple[str, ...] = ()
 
 
@@ -44,7 +44,7 @@ class ImageFeatures:
     """One image's recorded maps (uncropped, (C, H, W) each), its geometry, the model's predictions and notes."""
 
     geometry: Geometry
-    detections: Detections
+    predictions: Predictions | None
     features: dict[LevelKey, np.ndarray]
     notes: tuple[str, ...] = ()
 
@@ -88,6 +88,7 @@ class ModelPlan:
     checkpoint_sha256: str | None
     identity: str
     key: str = "model"  # its config key (model, model_a, model_b), named in error messages
+    notes: tuple[str, ...] = ()  # what the adapter changed in the config (e.g. slide inference made whole)
 
 
 @dataclass(frozen=True)
@@ -99,6 +100,7 @@ class BuiltModel:
     classes: tuple[str, ...]
     checkpoint: CheckpointInfo
     pipeline: Any  # the library's test pipeline (callable on one image's data dict)
+    palette: Any = None  # (K, 3) RGB class colours when the library or checkpoint defines them
 
 
 class ModelAdapter(Protocol):
@@ -117,6 +119,10 @@ class ModelAdapter(Protocol):
 
     def build(self, plan: ModelPlan) -> BuiltModel:
         """Build the model: weights from the plan's checkpoint, else seeded random init."""
+        ...
+
+    def batch_groups(self, images: Sequence[np.ndarray]) -> list[list[int]]:
+        """Indices of the images that can share one forward pass (a library may need equal sizes)."""
         ...
 
     def run_batch(self, built: BuiltModel, images: Sequence[np.ndarray]) -> list[ImageResult]:

@@ -20,7 +20,13 @@ from featvis_run.errors import ModelError
 from featvis_run.hashing import file_sha256
 from featvis_run.models.base import CheckpointInfo
 
-__all__ = ["apply_weights", "checkpoint_classes", "describe_load_failure", "load_checkpoint_state"]
+__all__ = [
+    "apply_weights",
+    "checkpoint_classes",
+    "checkpoint_palette",
+    "describe_load_failure",
+    "load_checkpoint_state",
+]
 
 MIN_SET = 0.9  # a checkpoint must set at least this share of the model's tensors ...
 MAX_UNUSED = 0.1  # ... and leave at most this share of its own unused, unless partial_checkpoint=true
@@ -151,6 +157,14 @@ def apply_weights(
         unexpected_keys=len(unused),
         notes=tuple(notes),
     )
+
+
+def checkpoint_palette(ckpt: dict[str, Any]) -> list[list[int]] | None:
+    """Class colours stored in a checkpoint's meta (``dataset_meta.palette`` or mmseg 0.x's ``PALETTE``)."""
+    meta = ckpt.get("meta", {}) if isinstance(ckpt.get("meta"), dict) else {}
+    dataset_meta = meta.get("dataset_meta") if isinstance(meta.get("dataset_meta"), dict) else {}
+    palette = {k.lower(): v for k, v in dataset_meta.items()}.get("palette") or meta.get("PALETTE")
+    return [list(map(int, c)) for c in palette] if palette else None
 
 
 def checkpoint_classes(ckpt: dict[str, Any]) -> tuple[str, ...] | None:

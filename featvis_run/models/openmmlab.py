@@ -20,11 +20,11 @@ import numpy as np
 import torch
 
 from featvis_run.errors import ModelError
-from featvis_run.hashing import file_sha256, stable_hash
+from featvis_run.hashing import file_sha256_cached, stable_hash
 from featvis_run.models.base import BuiltModel, CheckpointInfo, ImageResult, ModelPlan
-from featvis_run.models.checkpoint import apply_weights, checkpoint_classes, load_checkpoint_state
+from featvis_run.models.checkpoint import apply_weights, checkpoint_classes, checkpoint_palette, load_checkpoint_state
 from featvis_run.paths import resolve_package_path
-from featvis_run.schema import ModelConfig
+from featvis_run.schema import ModelConfig, config_reference
 
 __all__ = ["OpenMMLabAdapter", "check_device", "check_test_scale", "parse_cfg_options", "quiet_openmmlab"]
 
@@ -85,16 +85,17 @@ def check_test_scale(test_scale: Sequence[int] | None, key: str = "model") -> No
 
 def _check_packaged_pair(mc: ModelConfig, key: str) -> None:
     """The shipped demo weights only fit the shipped demo config: catch ``model.mmdet_config=x`` left on them."""
-    if mc.checkpoint and mc.checkpoint.startswith("pkg://") and not mc.mmdet_config.startswith("pkg://"):
+    ref, where = config_reference(mc, key)
+    if mc.checkpoint and mc.checkpoint.startswith("pkg://") and not ref.startswith("pkg://"):
         group = "model" if key == "model" else f"model@{key}"
         raise ModelError(
             f"{key}.checkpoint={mc.checkpoint!r} holds the shipped demo model's weights, which do not fit "
-            f"{key}.mmdet_config={mc.mmdet_config!r}; choose the model group first (e.g. {group}=retinanet_r50 "
-            f"{key}.mmdet_config={mc.mmdet_config}), or set {key}.checkpoint=null (random init) or a path to yours"
+            f"{where}={ref!r}; choose the model group first (e.g. {group}=retinanet_r50 "
+            f"{where}={ref}), or set {key}.checkpoint=null (random init) or a path to yours"
         )
 
 
-def _missing_package(err: ImportError, ref: str, key: str) -> str:
+def _missing_package(err: ImportError, ref: str, where: str) -> str:
     """One line for a config whose ``custom_imports`` (or ``_base_``) needs a package that is not installed."""
     cause: BaseException | None = err
     while cause is not None and not isinstance(cause, ModuleNotFoundError):
@@ -102,9 +103,14 @@ def _missing_package(err: ImportError, ref: str, key: str) -> str:
     name = (getattr(cause, "name", None) or "").split(".")[0]
     if not name:
         detail = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        return f"{key}.mmdet_config={ref!r} cannot be read: {detail}"
+        return f"{where}={ref!r} cannot be read: {detail}"
+    if name == "pkg_resources":  # mmengine resolves `mmdet::` config bases with it; setuptools 81 removed it
+        return (
+            f"{where}={ref!r} inherits from a packaged config (mmdet::, mmseg::), which mmengine resolves with "
+            "pkg_resources, gone from setuptools 81 on; pip install 'setuptools<81'"
+        )
     return (
-        f"{key}.mmdet_config={ref!r} imports the package {name!r} (custom_imports), which is not installed here; "
+        f"{where}={ref!r} imports the package {name!r} (custom_imports), which is not installed here; "
         f"install it (pip install {name}) or choose another config"
     )
 
@@ -150,6 +156,19 @@ class OpenMMLabAdapter:
     def prepare(self, model: Any) -> None:
         """Adjust a freshly built model before use (work around library bugs); nothing by default."""
 
+    def adjust_config(self, cfg: Any) -> list[str]:
+        """Change the resolved config for recording (in place); returns notes saying what changed. Nothing by
+        default."""
+        return []
+
+    def config_palette(self, cfg: Any) -> Any:
+        """(K, 3) RGB class colours from the config's dataset, or None."""
+        return None
+
+    def batch_groups(self, images: Sequence[np.ndarray]) -> list[list[int]]:
+        """All images in one forward pass (the data preprocessor pads them to one size)."""
+        return [list(range(len(images)))]
+
     def run_batch(self, built: BuiltModel, images: Sequence[np.ndarray]) -> list[ImageResult]:
         raise NotImplementedError
 
@@ -165,10 +184,16 @@ class OpenMMLabAdapter:
 
     def config_root(self) -> Path:
         """The configs folder shipped inside the installed library (``<package>/.mim/configs``)."""
-        package = importlib.import_module(self.repo)
+        try:
+            package = importlib.import_module(self.repo)
+        except ModuleNotFoundError as err:
+            extra = {"mmseg": " (pip install 'featvis-run[mmseg]')"}.get(self.repo, "")
+            raise ModelError(
+                f"model.repo={self.repo!r} needs the {self.repo} package, which is not installed{extra}"
+            ) from err
         return Path(package.__file__).parent / ".mim" / "configs"
 
-    def resolve_config(self, ref: str, key: str = "model") -> Path:
+    def resolve_config(self, ref: str, where: str = "model.mmdet_config") -> Path:
         """A config given as a path, ``pkg://featvis_run/...``, or a name under the library's packaged configs."""
         if ref.startswith("pkg://"):
             return resolve_package_path(ref)
@@ -187,9 +212,7 @@ class OpenMMLabAdapter:
         close = difflib.get_close_matches(name, names, n=4, cutoff=0.4)
         example = f"give a config file path or a name like {self.example_config}"
         hint = f"closest: {', '.join(close)}" if close else example
-        raise ModelError(
-            f"{key}.mmdet_config={ref!r} is neither a file nor a config in the installed {self.repo} ({hint})"
-        )
+        raise ModelError(f"{where}={ref!r} is neither a file nor a config in the installed {self.repo} ({hint})")
 
     def plan(self, mc: ModelConfig, key: str = "model") -> ModelPlan:
         """Resolve and check ``mc`` (config file, cfg-options, checkpoint file, device) without building the model."""
@@ -197,7 +220,8 @@ class OpenMMLabAdapter:
 
         check_device(mc.device, key)
         check_test_scale(mc.test_scale, key)
-        config_path = self.resolve_config(mc.mmdet_config, key)
+        ref, where = config_reference(mc, key)
+        config_path = self.resolve_config(ref, where)
         _check_packaged_pair(mc, key)
         ckpt_path = resolve_package_path(mc.checkpoint) if mc.checkpoint else None
         if ckpt_path is not None and not ckpt_path.is_file():
@@ -206,14 +230,22 @@ class OpenMMLabAdapter:
         try:
             cfg = Config.fromfile(str(config_path))
         except ImportError as err:
-            raise ModelError(_missing_package(err, mc.mmdet_config, key)) from err
+            raise ModelError(_missing_package(err, ref, where)) from err
         except Exception as err:
             detail = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-            raise ModelError(f"{key}.mmdet_config={mc.mmdet_config!r} cannot be read: {detail}") from err
+            raise ModelError(f"{where}={ref!r} cannot be read: {detail}") from err
         if mc.cfg_options:
             cfg.merge_from_dict(parse_cfg_options(mc.cfg_options, key))
         _strip_pretrained(cfg.model)  # never download pretrained weights
-        sha = file_sha256(ckpt_path) if ckpt_path else None
+        notes = tuple(self.adjust_config(cfg))
+        if mc.test_scale is not None and self.test_pipeline_cfg(cfg, mc.test_scale) == self.test_pipeline_cfg(
+            cfg, None
+        ):
+            notes += (
+                f"{key}.test_scale={list(mc.test_scale)} has no effect: this config's test pipeline has no Resize "
+                "with a scale (e.g. CenterNet's RandomCenterCropPad keeps the image size)",
+            )
+        sha = file_sha256_cached(ckpt_path) if ckpt_path else None
         identity = stable_hash(
             {
                 "repo": self.repo,
@@ -223,7 +255,7 @@ class OpenMMLabAdapter:
                 "device": torch.device(mc.device).type,
             }
         )
-        return ModelPlan(mc, self.repo, cfg, config_path, ckpt_path, sha, identity, key)
+        return ModelPlan(mc, self.repo, cfg, config_path, ckpt_path, sha, identity, key, notes)
 
     def build(self, plan: ModelPlan) -> BuiltModel:
         """Build the planned model: weights from its checkpoint, else seeded random init; eval mode on its device."""
@@ -252,5 +284,6 @@ class OpenMMLabAdapter:
             self.prepare(model)
             pipeline = Compose(self.test_pipeline_cfg(cfg, mc.test_scale))
         classes = (checkpoint_classes(ckpt) if ckpt else None) or self.config_classes(cfg)
+        palette = (checkpoint_palette(ckpt) if ckpt else None) or self.config_palette(cfg)
         model.to(mc.device).eval()
-        return BuiltModel(plan=plan, model=model, classes=classes, checkpoint=info, pipeline=pipeline)
+        return BuiltModel(plan=plan, model=model, classes=classes, checkpoint=info, pipeline=pipeline, palette=palette)

@@ -1,23 +1,38 @@
-"""Built models kept for reuse within one process: Hydra's basic launcher runs a sweep's jobs one after another
-in the same process, and a job that asks for a model built by an earlier one gets it back instead of a rebuild."""
+"""Models kept for reuse within one process: Hydra's basic launcher runs a sweep's jobs one after another in the
+same process, and a job that asks for a model planned or built by an earlier one gets it back instead of reading
+its config (and hashing its checkpoint) or building it again."""
 
 from __future__ import annotations
 
 import functools
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 
-from featvis_run.models.base import BuiltModel
+from featvis_run.models.base import BuiltModel, ModelPlan
 
 __all__ = ["ModelPool", "shared_pool"]
 
 
 class ModelPool:
-    """The last ``keep`` built models, by plan identity (least recently used dropped first)."""
+    """The last ``keep`` built models, by plan identity, and the last plans, by what they were planned from
+    (least recently used dropped first)."""
 
-    def __init__(self, keep: int = 2):
-        self.keep = keep
+    def __init__(self, keep: int = 2, keep_plans: int = 8):
+        self.keep, self.keep_plans = keep, keep_plans
         self._models: OrderedDict[str, BuiltModel] = OrderedDict()
+        self._plans: OrderedDict[Hashable, ModelPlan] = OrderedDict()
+
+    def plan(self, key: Hashable, make: Callable[[], ModelPlan]) -> ModelPlan:
+        """The plan made from ``key`` (a model config and the files it names, as they are now), made with
+        ``make()`` unless kept."""
+        if key in self._plans:
+            self._plans.move_to_end(key)
+            return self._plans[key]
+        plan = make()
+        self._plans[key] = plan
+        while len(self._plans) > self.keep_plans:
+            self._plans.popitem(last=False)
+        return plan
 
     def __len__(self) -> int:
         return len(self._models)
@@ -34,8 +49,9 @@ class ModelPool:
         return model, False
 
     def clear(self) -> None:
-        """Forget every kept model."""
+        """Forget every kept model and plan."""
         self._models.clear()
+        self._plans.clear()
 
 
 @functools.cache

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import importlib
-from collections.abc import Sequence
+import json
+from collections.abc import Hashable, Sequence
+from dataclasses import asdict
+from pathlib import Path
 
 import numpy as np
 
@@ -12,10 +15,10 @@ from featvis_run.models.base import BuiltModel, ImageResult, ModelAdapter, Model
 from featvis_run.models.pool import ModelPool, shared_pool
 from featvis_run.schema import ModelConfig
 
-__all__ = ["ADAPTERS", "adapter_for", "build_model", "plan_model", "run_batch"]
+__all__ = ["ADAPTERS", "adapter_for", "batch_groups", "build_model", "plan_model", "run_batch"]
 
 #: library name -> "module:class" of its adapter (imported on first use: each pulls in torch and the library).
-ADAPTERS = {"mmdet": "featvis_run.models.mmdet:MmdetAdapter"}
+ADAPTERS = {"mmdet": "featvis_run.models.mmdet:MmdetAdapter", "mmseg": "featvis_run.models.mmseg:MmsegAdapter"}
 
 
 def adapter_for(repo: str, key: str = "model") -> ModelAdapter:
@@ -23,21 +26,49 @@ def adapter_for(repo: str, key: str = "model") -> ModelAdapter:
     if repo not in ADAPTERS:
         raise ModelError(f"{key}.repo={repo!r} is not supported; choose one of {', '.join(ADAPTERS)}")
     module, _, name = ADAPTERS[repo].partition(":")
-    return getattr(importlib.import_module(module), name)()
+    try:
+        return getattr(importlib.import_module(module), name)()
+    except ModuleNotFoundError as err:
+        package = (err.name or repo).split(".")[0]
+        raise ModelError(
+            f"{key}.repo={repo!r} needs the package {package!r}, which is not installed here; install it (for mmseg: "
+            "pip install 'featvis-run[mmseg]')"
+        ) from err
 
 
-def plan_model(mc: ModelConfig, key: str = "model") -> ModelPlan:
-    """Resolve and check a model config without building the model (see :meth:`ModelAdapter.plan`)."""
-    return adapter_for(mc.repo, key).plan(mc, key)
+def plan_model(mc: ModelConfig, key: str = "model", pool: ModelPool | None = None) -> ModelPlan:
+    """Resolve and check a model config without building the model (see :meth:`ModelAdapter.plan`); a plan made in
+    this process from the same config, with its files unchanged, is reused."""
+    pool = pool if pool is not None else shared_pool()
+    return pool.plan(_plan_key(mc, key), lambda: adapter_for(mc.repo, key).plan(mc, key))
+
+
+def _plan_key(mc: ModelConfig, key: str) -> Hashable:
+    """What a plan is made from: the model config, its key, and the state of the files it names directly."""
+
+    def state(ref: str | None) -> tuple[int, int] | None:
+        try:
+            st = Path(ref).expanduser().stat() if ref and not ref.startswith("pkg://") else None
+        except OSError:
+            return None
+        return (st.st_size, st.st_mtime_ns) if st else None
+
+    fields = json.dumps(asdict(mc), sort_keys=True, default=str)
+    return (fields, key, state(mc.checkpoint), state(mc.config or mc.mmdet_config))
 
 
 def build_model(plan: ModelPlan | ModelConfig, pool: ModelPool | None = None) -> tuple[BuiltModel, bool]:
     """The planned model, reused from ``pool`` (default: this process's) when built before; returns
     (model, reused)."""
     if isinstance(plan, ModelConfig):
-        plan = plan_model(plan)
+        plan = plan_model(plan, pool=pool)
     adapter = adapter_for(plan.repo, plan.key)
     return (pool if pool is not None else shared_pool()).get(plan.identity, lambda: adapter.build(plan))
+
+
+def batch_groups(plan: ModelPlan, images: Sequence[np.ndarray]) -> list[list[int]]:
+    """Indices of the images that can share a forward pass of this model (see :meth:`ModelAdapter.batch_groups`)."""
+    return adapter_for(plan.repo, plan.key).batch_groups(images)
 
 
 def run_batch(built: BuiltModel, images: Sequence[np.ndarray]) -> list[ImageResult]:

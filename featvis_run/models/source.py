@@ -9,11 +9,10 @@ from dataclasses import asdict
 
 import numpy as np
 
-from featvis_run.errors import RecordingError
+from featvis_run.errors import ConfigError, RecordingError
 from featvis_run.models.base import BuiltModel, CheckpointInfo, ImageFeatures, ImageResult, PredictionFailed
 from featvis_run.models.pool import ModelPool
-from featvis_run.models.registry import build_model, plan_model, run_batch
-from featvis_run.predictions import Detections
+from featvis_run.models.registry import batch_groups, build_model, plan_model, run_batch
 from featvis_run.recording.levels import extract_levels
 from featvis_run.schema import ModelConfig, RecorderConfig
 from featvis_run.store.cache import ActivationCache
@@ -37,6 +36,7 @@ class FeatureSource:
         timer: where phase timings go.
         key: the model's config key (``model``, ``model_a``, ``model_b``), for messages.
         pool: where built models are kept for reuse (default: this process's).
+        side: which side of an MMRazor diff vis_config (``recorder.file``) to use: 1, 2, or None.
     """
 
     def __init__(
@@ -47,10 +47,23 @@ class FeatureSource:
         timer: Timer,
         key: str = "model",
         pool: ModelPool | None = None,
+        side: int | None = None,
     ):
         self.key = key
-        self.plan = plan_model(mc, key)
-        self.recorders, self.mappings = recorder.parsed()
+        self.plan = plan_model(mc, key, pool)
+        self.recorder_notes: list[str] = []
+        if recorder.file:
+            from featvis_run.recording.mmrazor import load_vis_config
+
+            vis = load_vis_config(recorder.file, side)
+            self.recorders, self.mappings, self.recorder_notes = vis.recorders, vis.mappings, list(vis.notes)
+        elif recorder.name == "mmrazor":
+            raise ConfigError(
+                "recorder=mmrazor reads an MMRazor vis_config file: add recorder.file=/path/to/vis_config.py"
+            )
+        else:
+            self.recorders, self.mappings = recorder.parsed()
+        self._precheck()
         self.spec = {
             "recorders": {k: asdict(v) for k, v in self.recorders.items()},
             "mappings": {k: asdict(v) for k, v in self.mappings.items()},
@@ -59,6 +72,21 @@ class FeatureSource:
         self.forward_passes = 0
         self.classes: tuple[str, ...] = ()
         self._built: BuiltModel | None = None
+
+    def _precheck(self) -> None:
+        """What can be checked before the model is built: ``data_idx`` paths, and a preset's ``neck`` or
+        ``backbone`` missing from the model's config (no need to build a model to learn it has no neck)."""
+        from featvis_run.recording.recorder import missing_part
+        from featvis_run.recording.select import parse_data_path
+
+        for level, mapping in self.mappings.items():
+            parse_data_path(mapping.data_idx, f"mapping {level!r} (recorder {mapping.recorder!r})")
+        model_cfg = self.plan.cfg.model
+        for name, spec in self.recorders.items():
+            if spec.level_prefix and spec.source in ("neck", "backbone") and not model_cfg.get(spec.source):
+                top = [k for k, v in model_cfg.items() if isinstance(v, dict) and "type" in v]
+                detr = "DETR" in str(model_cfg.get("type", "")).upper() or "DINO" in str(model_cfg.get("type", ""))
+                raise RecordingError(missing_part(name, spec.source, str(model_cfg.get("type")), top, detr))
 
     @property
     def name(self) -> str:
@@ -90,7 +118,7 @@ class FeatureSource:
         return CheckpointInfo(**{**info, "notes": tuple(info.get("notes", ()))})
 
     def features(self, images: Sequence[InputImage]) -> list[ImageFeatures]:
-        """Each image's maps, detections and geometry; cache misses run through the model as one batch."""
+        """Each image's maps, predictions and geometry; cache misses run through the model as one batch."""
         started = time.perf_counter()
         keys = [self.cache.key(self.plan.identity, im.sha256, self.spec) for im in images]
         found: list[ImageFeatures | None] = [self.cache.get(k) for k in keys]
@@ -104,14 +132,23 @@ class FeatureSource:
                 self.cache.put(keys[i], found[i])
             self.timer.add("cache_write", started)
         items = [f for f in found if f is not None]
-        if items:
-            self.classes = items[0].detections.class_names
+        known = [f.predictions for f in items if f.predictions is not None]
+        if known:
+            self.classes = known[0].class_names
         return items
 
     def _forward(self, arrays: Sequence[np.ndarray]) -> list[ImageFeatures]:
+        """Record the images in as few forward passes as the model allows (one, unless sizes must match)."""
+        built = self.model()
+        out: list[ImageFeatures | None] = [None] * len(arrays)
+        for group in batch_groups(self.plan, arrays):
+            for i, item in zip(group, self._forward_pass(built, [arrays[i] for i in group]), strict=True):
+                out[i] = item
+        return [item for item in out if item is not None]
+
+    def _forward_pass(self, built: BuiltModel, arrays: Sequence[np.ndarray]) -> list[ImageFeatures]:
         from featvis_run.recording.recorder import FeatureRecorder
 
-        built = self.model()
         recorder = FeatureRecorder(built.model, self.recorders, self.mappings, batch=len(arrays))
         started = time.perf_counter()
         failure: PredictionFailed | None = None
@@ -121,7 +158,7 @@ class FeatureSource:
             except PredictionFailed as err:  # keep what was recorded before the head failed
                 failure = err
                 note = f"the model failed after its inputs were prepared ({err}); maps drawn without predictions"
-                results = [ImageResult(g, _no_detections(built.classes), (note,)) for g in err.geometries]
+                results = [ImageResult(g, None, (note,)) for g in err.geometries]
         self.forward_passes += 1
         self.timer.add("forward", started)
         try:
@@ -133,7 +170,7 @@ class FeatureSource:
                 raise failure.cause from None
             raise
         return [
-            ImageFeatures(r.geometry, r.detections, {key: maps[i] for key, maps in levels.items()}, r.notes)
+            ImageFeatures(r.geometry, r.predictions, {key: maps[i] for key, maps in levels.items()}, r.notes)
             for i, r in enumerate(results)
         ]
 
@@ -156,15 +193,14 @@ class FeatureSource:
         )
 
     def model_notes(self) -> list[str]:
-        """The loud notes about the weights: random init, a partial checkpoint accepted, non-finite weights."""
+        """The loud notes about the weights (random init, a partial checkpoint accepted, non-finite weights) and
+        what the adapter changed in the config."""
+        adjusted = list(self.plan.notes) + self.recorder_notes
         if not self.random_init:
             ck = self._checkpoint()
-            return list(ck.notes) if ck is not None else []
-        return [
+            return (list(ck.notes) if ck is not None else []) + adjusted
+        random_init = (
             f"RANDOM INIT: {self.name} has no checkpoint ({self.key}.checkpoint=null), weights are random (seed "
             f"{self.plan.config.seed}); maps show an untrained network. Pass {self.key}.checkpoint=/path/to/weights.pth"
-        ]
-
-
-def _no_detections(classes: tuple[str, ...]) -> Detections:
-    return Detections(np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, np.int64), classes)
+        )
+        return [random_init, *adjusted]

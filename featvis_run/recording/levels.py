@@ -20,7 +20,7 @@ from featvis_run.maps.tokens import GridError, infer_token_grid, split_token_lev
 from featvis_run.recording.select import describe, locate_record, select_record
 from featvis_run.schema import MappingSpec, RecorderSpec
 
-__all__ = ["LevelKey", "SpatialTokens", "as_maps", "check_map_value", "extract_levels", "hw_pair"]
+__all__ = ["LevelKey", "ParameterValue", "SpatialTokens", "as_maps", "check_map_value", "extract_levels", "hw_pair"]
 
 
 @dataclass(frozen=True, order=True)
@@ -42,6 +42,13 @@ class SpatialTokens:
     def levels(self) -> tuple[np.ndarray, ...]:
         """One (N, C, h, w) array per level."""
         return tuple(split_token_levels(_array(self.tokens), self.shapes))
+
+
+@dataclass(frozen=True)
+class ParameterValue:
+    """A parameter of the model (recorded once per forward pass): not per image, so its maps repeat for each."""
+
+    tensor: Any
 
 
 def _is_array(x: Any) -> bool:
@@ -68,6 +75,14 @@ def hw_pair(x: Any) -> tuple[int, int] | None:
 
 def check_map_value(value: Any, where: str, batch: int) -> None:
     """Refuse a value that cannot be drawn as a map (its structure only; a token grid is checked later)."""
+    if isinstance(value, ParameterValue):
+        shape = tuple(int(v) for v in value.tensor.shape)
+        if len(shape) != 4:
+            raise RecordingError(
+                f"{where} is a parameter of shape {shape}; only 4-D (convolution) weights are drawn, as MMRazor does "
+                "(the first filter's (in, kh, kw)); record a module's outputs instead"
+            )
+        return
     if isinstance(value, SpatialTokens):
         if len(value.shapes) != 1:
             raise RecordingError(
@@ -124,6 +139,9 @@ def as_maps(
     check_map_value(value, where, batch)
     if isinstance(value, SpatialTokens):
         return value.levels()[0]
+    if isinstance(value, ParameterValue):  # the first filter, as MMRazor draws it, for every image
+        first = _array(value.tensor)[0]
+        return np.repeat(first[None], batch, axis=0)
     arr = _array(value)
     if arr.ndim == 4:
         return arr
@@ -148,7 +166,9 @@ def _expand(value: Any) -> Any:
 
 
 def _drawable(value: Any) -> bool:
-    return isinstance(value, SpatialTokens) or (_is_array(value) and getattr(value, "ndim", 0) in (3, 4))
+    return isinstance(value, (SpatialTokens, ParameterValue)) or (
+        _is_array(value) and getattr(value, "ndim", 0) in (3, 4)
+    )
 
 
 def _items(value: Any) -> list[tuple[str, Any, tuple[int, int] | None]]:

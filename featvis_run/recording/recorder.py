@@ -20,11 +20,11 @@ import torch
 from torch import nn
 
 from featvis_run.errors import RecordingError
-from featvis_run.recording.levels import SpatialTokens, check_map_value
+from featvis_run.recording.levels import ParameterValue, SpatialTokens, check_map_value
 from featvis_run.recording.select import select_record
 from featvis_run.schema import MappingSpec, RecorderSpec, RecorderType
 
-__all__ = ["FeatureRecorder", "find_module"]
+__all__ = ["FeatureRecorder", "find_module", "missing_part"]
 
 
 def find_module(model: nn.Module, name: str) -> nn.Module:
@@ -37,6 +37,18 @@ def find_module(model: nn.Module, name: str) -> nn.Module:
     hint = f"closest: {', '.join(close)}" if close else f"top-level modules: {top}"
     raise RecordingError(
         f"no module named {name!r} in the model ({hint}); list all names with `featvis-run mode=layers`"
+    )
+
+
+def missing_part(recorder: str, part: str, model_type: str, top: list[str], detr: bool = False) -> str:
+    """The one line for a preset recording a ``neck`` (or ``backbone``) the model does not have."""
+    others = "recorder=backbone" if part == "neck" else "recorder=fpn"
+    if detr:
+        others += ", recorder=encoder"
+    return (
+        f"recorder {recorder!r} records the model's {part!r}, but {model_type} has none (its top-level modules: "
+        f"{', '.join(top)}); use {others}, or record a module of your own: recorder=custom "
+        "'+recorder.recorders.x={type:module_outputs,source:<module>}' (every name: featvis-run mode=layers)"
     )
 
 
@@ -117,14 +129,19 @@ class FeatureRecorder:
                 return find_module(self.model, spec.source)
             except RecordingError as err:
                 if spec.source in ("neck", "backbone") and spec.level_prefix:
-                    top = ", ".join(n for n, _ in self.model.named_children())
+                    top = [n for n, _ in self.model.named_children()]
+                    detr = callable(getattr(self.model, "pre_transformer", None))
                     raise RecordingError(
-                        f"recorder {name!r} records the model's {spec.source!r}, but {type(self.model).__name__} has "
-                        f"none (its top-level modules: {top}); use recorder=backbone, recorder=encoder (DETR-family), "
-                        "or a recorder of your own: recorder=custom '+recorder.recorders.x={type:module_outputs,"
-                        "source:<module>}' (names: featvis-run mode=layers)"
+                        missing_part(name, spec.source, type(self.model).__name__, top, detr)
                     ) from None
                 raise err
+        if spec.type is RecorderType.parameter:
+            names = dict(self.model.named_parameters())
+            if spec.source not in names:
+                close = difflib.get_close_matches(spec.source, list(names), n=5, cutoff=0.5)
+                hint = f"closest: {', '.join(close)}" if close else "names: model.named_parameters()"
+                raise RecordingError(f"recorder {name!r}: the model has no parameter {spec.source!r} ({hint})")
+            return names[spec.source]
         if spec.type is RecorderType.encoder_memory:
             missing = [m for m in ("pre_transformer", spec.source) if not callable(getattr(self.model, m, None))]
             if missing:
@@ -134,7 +151,20 @@ class FeatureRecorder:
                     f"{' or '.join(missing)}; use recorder=fpn or recorder=backbone"
                 )
             return spec.source
-        return _import_attr(spec.source)
+        return self._resolve_callable(spec.source)
+
+    def _resolve_callable(self, source: str) -> tuple[Any, str, Any]:
+        """A method of one of the model's modules (``decode_head.forward``: wrapped on that instance only), or a
+        method or function by import path (wrapped on its class or module)."""
+        path, _, attr = source.rpartition(".")
+        owner = dict(self.model.named_modules()).get(path) if path else self.model
+        if (
+            owner is not None
+            and callable(getattr(owner, attr, None))
+            and not isinstance(getattr(owner, attr), nn.Module)
+        ):
+            return owner, attr, getattr(owner, attr)
+        return _import_attr(source)
 
     def _store(self, name: str) -> Callable[[Any], None]:
         """Append to recorder ``name`` and check the mappings of that call right away."""
@@ -161,8 +191,11 @@ class FeatureRecorder:
                 self._undo.append(handle.remove)
             elif spec.type is RecorderType.encoder_memory:
                 self._wrap_encoder(target, add)
+            elif spec.type is RecorderType.parameter:
+                add(ParameterValue(target.detach()))
             else:
-                self._wrap(target, add)
+                inputs = spec.type in (RecorderType.method_inputs, RecorderType.function_inputs)
+                self._wrap(target, add, inputs)
         return self
 
     def _wrap_encoder(self, method: str, add: Callable[[Any], None]) -> None:
@@ -187,14 +220,26 @@ class FeatureRecorder:
             setattr(model, attr, fn)
             self._undo.append(lambda attr=attr: delattr(model, attr))
 
-    def _wrap(self, target: tuple[Any, str, Any], add: Callable[[Any], None]) -> None:
-        owner, attr, original = target
+    def _wrap(self, target: tuple[Any, str, Any], add: Callable[[Any], None], inputs: bool = False) -> None:
+        """Replace ``owner.attr`` by a wrapper recording its outputs, or its inputs (positional arguments, then
+        keyword arguments in signature order, as MMRazor's input recorders do)."""
+        owner, attr, _ = target
+        original = getattr(owner, attr)  # now, not when resolved: another recorder may have wrapped it since
         raw = inspect.getattr_static(owner, attr)
         own = attr in vars(owner)
+        # a function on a class receives the instance first (MMRazor drops it); a bound method does not
+        skip = 1 if inspect.isclass(owner) and not isinstance(raw, (staticmethod, classmethod)) else 0
+        try:
+            params = list(inspect.signature(original).parameters)
+        except (TypeError, ValueError):
+            params = []
 
         def wrapper(*args: Any, **kwargs: Any) -> Any:
             out = original(*args, **kwargs)
-            add(_detach(out))
+            if inputs:
+                add(_detach([*args[skip:], *(kwargs[k] for k in params if k in kwargs)]))
+            else:
+                add(_detach(out))
             return out
 
         replacement: Any = wrapper

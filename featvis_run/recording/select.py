@@ -78,6 +78,11 @@ def walk_path(value: Any, path: Sequence[int | str], where: str, data_idx: Any) 
             parent, value = value, value[step] if step in value else value[str(step)]
         elif isinstance(step, str) and not isinstance(value, (tuple, list, Mapping)) and hasattr(value, step):
             parent, value = None, getattr(value, step)
+        elif hasattr(value, "shape") and hasattr(value, "dtype"):
+            raise RecordingError(
+                f"{where}: data_idx={data_idx!r} goes one step too deep: {here} is already {describe(value)}; "
+                f"drop the step {step!r}"
+            )
         else:
             raise RecordingError(
                 f"{where}: data_idx={data_idx!r} cannot take step {step!r}: {here} is {describe(value)}"

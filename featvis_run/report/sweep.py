@@ -79,9 +79,7 @@ def _read_job(job_dir: Path, sweep_dir: Path) -> JobRow:
         )
     error = job_dir / "error.json"
     if error.exists():
-        return JobRow(
-            job=name, overrides=overrides, status="error", error=json.loads(error.read_text())["error"]
-        )
+        return JobRow(job=name, overrides=overrides, status="error", error=json.loads(error.read_text())["error"])
     return JobRow(job=name, overrides=overrides, status="missing", error="no manifest.json or error.json")
 
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import io
 import json
 import math
@@ -38,14 +39,14 @@ import numpy as np
 from featvis_run.hashing import stable_hash
 from featvis_run.maps.geometry import Geometry
 from featvis_run.models.base import ImageFeatures
-from featvis_run.predictions import Detections
+from featvis_run.predictions import Detections, Predictions, SegmentationMap
 from featvis_run.recording.levels import LevelKey
 from featvis_run.store.outputs import write_bytes
 
 __all__ = ["ActivationCache", "CacheStats", "dequantize", "library_versions", "quantize_level"]
 
 _LIBRARIES = ("featvis-run", "torch", "mmcv", "mmdet", "mmengine", "mmsegmentation", "numpy")
-_FORMAT = 4
+_FORMAT = 5
 _STALE_TMP_SECONDS = 15 * 60
 _EVICT_TO = 0.8
 
@@ -62,8 +63,9 @@ class CacheStats:
     evicted_bytes: int = 0
 
 
+@functools.cache
 def library_versions() -> dict[str, str]:
-    """Installed versions of the libraries that can change recorded features."""
+    """Installed versions of the libraries that can change recorded features (looked up once per process)."""
     out = {}
     for name in _LIBRARIES:
         try:
@@ -90,24 +92,23 @@ def dequantize(values: np.ndarray, scale: float) -> np.ndarray:
 def _encode(item: ImageFeatures) -> bytes:
     levels = list(item.features)
     packed = [quantize_level(item.features[k]) for k in levels]
-    g = item.geometry
+    g, pred = item.geometry, item.predictions
     meta = {
         "format": _FORMAT,
         "levels": [[k.layer, k.level] for k in levels],
         "scales": [scale for _, scale in packed],
         "geometry": [g.ori_hw, g.img_hw, g.input_hw, g.offset_hw],
-        "class_names": list(item.detections.class_names),
+        "predictions": type(pred).__name__ if pred is not None else None,
+        "class_names": list(pred.class_names) if pred is not None else [],
         "notes": list(item.notes),
     }
+    arrays: dict[str, np.ndarray] = {f"level_{i}": values for i, (values, _) in enumerate(packed)}
+    if isinstance(pred, Detections):
+        arrays |= {"boxes": pred.boxes, "scores": pred.scores, "labels": pred.labels}
+    elif isinstance(pred, SegmentationMap):
+        arrays |= {"seg_labels": pred.labels, "palette": pred.palette}
     buf = io.BytesIO()
-    np.savez_compressed(
-        buf,
-        meta=np.array(json.dumps(meta)),
-        boxes=item.detections.boxes,
-        scores=item.detections.scores,
-        labels=item.detections.labels,
-        **{f"level_{i}": values for i, (values, _) in enumerate(packed)},
-    )
+    np.savez_compressed(buf, meta=np.array(json.dumps(meta)), **arrays)
     return buf.getvalue()
 
 
@@ -120,8 +121,13 @@ def _decode(path: Path) -> ImageFeatures:
         features = {
             LevelKey(*k): dequantize(data[f"level_{i}"], meta["scales"][i]) for i, k in enumerate(meta["levels"])
         }
-        dets = Detections(data["boxes"], data["scores"], data["labels"], tuple(meta["class_names"]))
-    return ImageFeatures(Geometry(ori, img, inp, offset), dets, features, tuple(meta.get("notes", ())))
+        names, kind = tuple(meta["class_names"]), meta["predictions"]
+        pred: Predictions | None = None
+        if kind == "Detections":
+            pred = Detections(data["boxes"], data["scores"], data["labels"], names)
+        elif kind == "SegmentationMap":
+            pred = SegmentationMap(data["seg_labels"], names, data["palette"])
+    return ImageFeatures(Geometry(ori, img, inp, offset), pred, features, tuple(meta.get("notes", ())))
 
 
 @dataclass

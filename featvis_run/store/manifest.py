@@ -35,7 +35,8 @@ class ImageRecord:
     path: str
     size_hw: tuple[int, int]
     input_hw: tuple[int, int]
-    detections: int  # the detector's boxes scoring at least output.pred_score_thr (those drawn)
+    detections: int | None = None  # a detector's boxes scoring at least output.pred_score_thr (those drawn)
+    classes_predicted: int | None = None  # a segmentor's classes present in its class map
 
 
 @dataclass(frozen=True)
