@@ -95,10 +95,10 @@ def _main(dcfg: DictConfig) -> None:
             print_layers(layers, out_dir, notes)
             return
         from featvis_run.experiments.run import run_experiment
-        from featvis_run.report.summary import print_summary
+        from featvis_run.report.summary import print_job_line, print_summary
 
         result = run_experiment(cfg, out_dir, resolved)
-        print_summary(result)
+        print_job_line(result) if multirun else print_summary(result)
         if not result.ok and not multirun:
             sys.exit(1)
     except FeatvisError as err:

@@ -149,3 +149,20 @@ def test_list_of_images_with_limit_and_shard(image_folder, tmp_path, tiny_config
     m = json.loads((out / "manifest.json").read_text())
     assert [i["path"] for i in m["images"]] == [str(image_folder / "b.jpg")]
     assert "contact_sheets" not in m
+
+
+@pytest.mark.slow
+def test_threaded_drawing_writes_the_same_files_as_the_serial_path(image_folder, tmp_path, monkeypatch):
+    (image_folder / "corrupt.jpg").unlink()
+    outs = {}
+    for workers in ("0", "2"):
+        monkeypatch.setenv("FEATVIS_DRAW_WORKERS", workers)
+        outs[workers] = out = tmp_path / f"workers{workers}"
+        proc = run_cli("experiment=multi_image", f"images={image_folder}", "cache=off", f"output.dir={out}")
+        assert proc.returncode == 0, proc.stderr
+    pictures = {w: sorted(p.relative_to(o) for p in o.rglob("*.png")) for w, o in outs.items()}
+    assert pictures["0"] == pictures["2"] and len(pictures["0"]) == 3 * 5 + 5  # 3 images x 5 levels + 5 sheets
+    for rel in pictures["0"]:
+        assert (outs["0"] / rel).read_bytes() == (outs["2"] / rel).read_bytes(), rel
+    serial, threaded = (json.loads((o / "manifest.json").read_text()) for o in outs.values())
+    assert serial["outputs"] == threaded["outputs"] and serial["images"] == threaded["images"]

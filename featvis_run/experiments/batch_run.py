@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import os
+import threading
 import time
-from collections.abc import Sequence
-from dataclasses import asdict
+from collections import deque
+from collections.abc import Callable, Sequence
+from concurrent.futures import Executor, Future
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -15,8 +18,9 @@ import numpy as np
 from featvis_run.drawing.layout import contact_sheet
 from featvis_run.errors import FeatvisError, RunInterrupted
 from featvis_run.experiments.common import activation_cache, cache_summary, progress_bar, resume_hint
-from featvis_run.experiments.draw import draw_levels, non_finite_notes, prediction_counts
+from featvis_run.experiments.draw import level_jobs, non_finite_notes, prediction_counts
 from featvis_run.experiments.inputs import ImageBatches
+from featvis_run.experiments.pipeline import drawing_pool, prefetch
 from featvis_run.experiments.settings import DrawSettings
 from featvis_run.models.source import FeatureSource
 from featvis_run.recording.levels import LevelKey
@@ -30,18 +34,44 @@ from featvis_run.timing import Timer
 __all__ = ["run_images"]
 
 
+@dataclass
+class _Pending:
+    """An image whose levels are being drawn in the pool."""
+
+    image_id: str
+    image: ImageRecord
+    notes: list[str]
+    futures: list[Future]
+
+
 class _ImageRun:
     """Draws every level of batches of images from one feature source; collects records and contact thumbnails,
-    and journals each finished image in the run folder (so an interrupted run resumes)."""
+    and journals each finished image in the run folder (so an interrupted run resumes).
 
-    def __init__(self, source: FeatureSource, settings: DrawSettings, folder: RunFolder, thumb_height: int):
+    Drawing runs in ``pool``'s threads while the model works on the next batch (OpenCV and numpy release the GIL);
+    at most ``max_pending`` images wait to be drawn, so memory stays bounded when drawing falls behind. Images are
+    collected, recorded and journaled in input order, so the output does not depend on the threads.
+    """
+
+    def __init__(
+        self,
+        source: FeatureSource,
+        settings: DrawSettings,
+        folder: RunFolder,
+        thumb_height: int,
+        pool: Executor | None = None,
+        max_pending: int = 4,
+    ):
         self.source, self.settings, self.folder, self.thumb_height = source, settings, folder, thumb_height
+        self.pool, self.max_pending = pool, max_pending
+        self.pending: deque[_Pending] = deque()
         self.out_dir = folder.out_dir
         self.outputs: list[MapRecord] = []
         self.images: list[ImageRecord] = []
         self.failures: list[Failure] = []
         self.notes: list[str] = []
         self.thumbs: dict[LevelKey, list[tuple[str, np.ndarray]]] = {}
+        self._timer_lock = threading.Lock()
 
     def process(self, batch: Sequence[InputImage]) -> None:
         """Draw a batch; if the model fails on the batch, retry its images one by one."""
@@ -56,20 +86,49 @@ class _ImageRun:
                 return
             self.failures.append(Failure(str(batch[0].path), f"model failed: {type(err).__name__}: {err}"))
             return
-        started = time.perf_counter()
         for im, item in zip(batch, items, strict=True):
             notes = [f"{im.image_id}: {note}" for note in item.notes]
-            drawn = draw_levels(
+            jobs = level_jobs(
                 im.image_id, im.array, item.features, item.geometry, item.predictions, self.settings, self.out_dir
             )
             g = item.geometry
             counts = prediction_counts(item.predictions, self.settings)
             image = ImageRecord(os.path.abspath(im.path), g.ori_hw, g.input_hw, **counts)
-            records = [record for record, _ in drawn]
-            self._add(im.image_id, image, records, notes, [picture for _, picture in drawn])
-            payload = {"image": asdict(image), "outputs": [asdict(r) for r in records], "notes": notes}
-            self.folder.record(im.image_id, [r.file for r in records], payload)
-        self.source.timer.add("render", started)
+            futures = [self._submit(job) for job in jobs]
+            self.pending.append(_Pending(im.image_id, image, notes, futures))
+            while len(self.pending) > self.max_pending:
+                self._collect_oldest()
+
+    def _submit(self, job: Callable[[], Any]) -> Future:
+        def timed() -> Any:
+            started = time.perf_counter()
+            try:
+                return job()
+            finally:
+                with self._timer_lock:
+                    self.source.timer.add("render", started)
+
+        if self.pool is not None:
+            return self.pool.submit(timed)
+        done: Future = Future()
+        done.set_result(timed())
+        return done
+
+    def _collect_oldest(self) -> None:
+        """Wait for the oldest image's drawings; record and journal it."""
+        p = self.pending.popleft()
+        drawn = [future.result() for future in p.futures]
+        records = [record for record, _ in drawn]
+        self._add(p.image_id, p.image, records, p.notes, [picture for _, picture in drawn])
+        payload = {"image": asdict(p.image), "outputs": [asdict(r) for r in records], "notes": p.notes}
+        self.folder.record(p.image_id, [r.file for r in records], payload)
+
+    def finish(self) -> None:
+        """Wait for every image still being drawn."""
+        started = time.perf_counter()
+        while self.pending:
+            self._collect_oldest()
+        self.source.timer.add("render_wait", started)
 
     def restore(self, image_id: str, entry: dict[str, Any]) -> None:
         """Take a finished image from the journal of an earlier run in this folder."""
@@ -128,21 +187,24 @@ def run_images(
     batches = ImageBatches([i for i in inputs if i[0] not in finished], cfg.images.batch_size, strict)
     decoded = list(batches) if strict else batches  # a bad single image fails before the model is planned
     source = FeatureSource(cfg.model, cfg.recorder, cache, timer)
-    run = _ImageRun(source, settings, folder, thumb_height)
     begun = time.perf_counter()
-    try:
-        with progress_bar(enabled=not strict) as progress:
-            task = progress.add_task("images", total=len(inputs), rate="") if progress else None
-            for image_id, entry in finished.items():
-                run.restore(image_id, entry)
-            for batch in decoded:
-                run.process(batch)
-                if progress:
-                    done = len(run.images) + len(run.failures) + len(batches.failures)
-                    rate = f"{done / max(time.perf_counter() - begun, 1e-9):.2f} img/s"
-                    progress.update(task, completed=done, rate=rate)
-    except KeyboardInterrupt:
-        raise RunInterrupted(len(run.images), len(inputs), resume_hint(cfg, out_dir)) from None
+    with drawing_pool() as pool:
+        run = _ImageRun(source, settings, folder, thumb_height, pool)
+        try:
+            with progress_bar(enabled=not strict) as progress:
+                task = progress.add_task("images", total=len(inputs), rate="") if progress else None
+                for image_id, entry in finished.items():
+                    run.restore(image_id, entry)
+                for batch in prefetch(decoded):
+                    run.process(batch)
+                    if progress:
+                        done = len(run.images) + len(run.pending) + len(run.failures) + len(batches.failures)
+                        rate = f"{done / max(time.perf_counter() - begun, 1e-9):.2f} img/s"
+                        progress.update(task, completed=done, rate=rate)
+                run.finish()
+        except KeyboardInterrupt:
+            pool.shutdown(wait=True, cancel_futures=True)  # no half-drawn image is journaled as done
+            raise RunInterrupted(len(run.images), len(inputs), resume_hint(cfg, out_dir)) from None
     sheets = run.contact_sheets() if run.thumbs else []
     notes = source.model_notes()
     notes += non_finite_notes(run.outputs) + sorted({o.note for o in run.outputs if o.note}) + run.notes

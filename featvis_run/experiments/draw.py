@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import functools
+from collections.abc import Callable, Sequence
+from concurrent.futures import Executor
 from pathlib import Path
 
 import numpy as np
@@ -10,13 +12,13 @@ import numpy as np
 from featvis_run.drawing.render import render_map
 from featvis_run.experiments.settings import DrawSettings
 from featvis_run.maps.geometry import Geometry, crop_valid, valid_cells
-from featvis_run.maps.reduce import reduce_channels, standardize
+from featvis_run.maps.reduce import ReducedMap, reduce_channels, standardize
 from featvis_run.predictions import Predictions
 from featvis_run.recording.levels import LevelKey
 from featvis_run.store.manifest import MapRecord
 from featvis_run.store.outputs import safe_name, write_image
 
-__all__ = ["draw_levels", "finite_stats", "non_finite_notes", "prediction_counts"]
+__all__ = ["draw_levels", "finite_stats", "level_jobs", "non_finite_notes", "prediction_counts"]
 
 
 def prediction_counts(predictions: Predictions | None, settings: DrawSettings) -> dict[str, int]:
@@ -45,7 +47,7 @@ def non_finite_notes(records: Sequence[MapRecord]) -> list[str]:
     ]
 
 
-def draw_levels(
+def level_jobs(
     image_id: str,
     image: np.ndarray,
     features: dict[LevelKey, np.ndarray],
@@ -53,8 +55,11 @@ def draw_levels(
     predictions: Predictions | None,
     settings: DrawSettings,
     out_dir: Path,
-) -> list[tuple[MapRecord, np.ndarray]]:
-    """Draw each (C, H, W) map of one image and write one file per level under ``out_dir/<image>/<layer>/``.
+) -> list[Callable[[], tuple[MapRecord, np.ndarray]]]:
+    """The drawing of each (C, H, W) map of one image as a job that renders it, writes it under
+    ``out_dir/<image>/<layer>/<level>.<fmt>`` and returns its record with the picture (jobs can run in threads).
+
+    Every level is reduced here, before any is drawn: an impossible request (topk=-1 on 256 channels) fails up front.
 
     Args:
         image_id: the image's output folder name.
@@ -64,38 +69,65 @@ def draw_levels(
         predictions: the model's predictions (drawn on single overlays, see :meth:`DrawSettings.shown`).
         settings: how to reduce and draw.
         out_dir: the run folder.
-
-    Returns:
-        Each level's record with the picture written (for contact sheets).
     """
     shown = settings.shown(predictions)
-    # every level is reduced before any is drawn: an impossible request (topk=-1 on 256 channels) fails up front
-    reduced_levels = []
+    jobs = []
     for key, feat in features.items():
         cropped = crop_valid(feat, geometry)
         if settings.use_norm:
             cropped = standardize(cropped)
-        where = f"{key.layer}/{key.level}"
-        reduced_levels.append(reduce_channels(cropped, settings.reducer, settings.topk, where=where))
-    records = []
-    for (key, feat), reduced in zip(features.items(), reduced_levels, strict=True):
-        c, h, w = feat.shape
-        picture = render_map(reduced, (h, w), geometry, image, settings.render, shown)
+        reduced = reduce_channels(cropped, settings.reducer, settings.topk, where=f"{key.layer}/{key.level}")
         target = out_dir / safe_name(image_id) / safe_name(key.layer) / f"{safe_name(key.level)}.{settings.fmt}"
-        written = write_image(target, picture)
-        maps = reduced.maps
-        record = MapRecord(
-            image=image_id,
-            layer=key.layer,
-            level=key.level,
-            shape=(c, h, w),
-            valid_hw=valid_cells((h, w), geometry),
-            reducer=settings.reducer if settings.reducer != "none" else f"top{len(reduced.channels)}",
-            channels=reduced.channels,
-            stats=finite_stats(maps),
-            file=str(written.relative_to(out_dir)),
-            note=reduced.note,
-            non_finite=int(feat.size - np.count_nonzero(np.isfinite(feat))),
+        jobs.append(
+            functools.partial(_draw_level, image_id, key, feat, reduced, geometry, image, shown, settings, target)
         )
-        records.append((record, picture))
-    return records
+    return jobs
+
+
+def _draw_level(
+    image_id: str,
+    key: LevelKey,
+    feat: np.ndarray,
+    reduced: ReducedMap,
+    geometry: Geometry,
+    image: np.ndarray,
+    shown: Predictions | None,
+    settings: DrawSettings,
+    target: Path,
+) -> tuple[MapRecord, np.ndarray]:
+    c, h, w = feat.shape
+    picture = render_map(reduced, (h, w), geometry, image, settings.render, shown)
+    written = write_image(target, picture)
+    maps = reduced.maps
+    record = MapRecord(
+        image=image_id,
+        layer=key.layer,
+        level=key.level,
+        shape=(c, h, w),
+        valid_hw=valid_cells((h, w), geometry),
+        reducer=settings.reducer if settings.reducer != "none" else f"top{len(reduced.channels)}",
+        channels=reduced.channels,
+        stats=finite_stats(maps),
+        file=str(written.relative_to(target.parents[2])),
+        note=reduced.note,
+        non_finite=int(feat.size - np.count_nonzero(np.isfinite(feat))),
+    )
+    return record, picture
+
+
+def draw_levels(
+    image_id: str,
+    image: np.ndarray,
+    features: dict[LevelKey, np.ndarray],
+    geometry: Geometry,
+    predictions: Predictions | None,
+    settings: DrawSettings,
+    out_dir: Path,
+    pool: Executor | None = None,
+) -> list[tuple[MapRecord, np.ndarray]]:
+    """Draw every level of one image (see :func:`level_jobs`), in ``pool``'s threads when given; returns each
+    level's record and picture, in level order."""
+    jobs = level_jobs(image_id, image, features, geometry, predictions, settings, out_dir)
+    if pool is None:
+        return [job() for job in jobs]
+    return [future.result() for future in [pool.submit(job) for job in jobs]]

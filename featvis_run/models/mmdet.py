@@ -7,9 +7,8 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-import torch
 
-from featvis_run.errors import FeatvisError
+from featvis_run.errors import FeatvisError, ModelError
 from featvis_run.maps.geometry import Geometry
 from featvis_run.models.base import BuiltModel, ImageResult, PredictionFailed
 from featvis_run.models.openmmlab import OpenMMLabAdapter
@@ -25,10 +24,8 @@ class MmdetAdapter(OpenMMLabAdapter):
     example_config = "retinanet/retinanet_r50_fpn_2x_coco.py"
 
     def test_pipeline_cfg(self, cfg: Any, test_scale: Sequence[int] | None) -> list[dict[str, Any]]:
-        from mmdet.utils import get_test_pipeline_cfg
-
         # annotation loaders (LoadAnnotations, LoadPanopticAnnotations, ...) need files an image run has not got
-        steps = [dict(s) for s in get_test_pipeline_cfg(cfg) if not _is_annotation_loader(s)]
+        steps = [dict(s) for s in _test_pipeline(cfg.test_dataloader.dataset) if not _is_annotation_loader(s)]
         for step in steps:
             kind = str(step.get("type", "")).rsplit(".", 1)[-1]
             if kind == "LoadImageFromFile":
@@ -60,6 +57,8 @@ class MmdetAdapter(OpenMMLabAdapter):
         return tuple(get_classes("coco"))
 
     def run_batch(self, built: BuiltModel, images: Sequence[np.ndarray]) -> list[ImageResult]:
+        import torch
+
         with self.scope():
             datas = [built.pipeline(dict(img=img, img_id=i)) for i, img in enumerate(images)]
             batch = dict(inputs=[d["inputs"] for d in datas], data_samples=[d["data_samples"] for d in datas])
@@ -73,6 +72,18 @@ class MmdetAdapter(OpenMMLabAdapter):
                 except Exception as err:
                     raise PredictionFailed(geometries, err) from err
         return [_result(g, sample, built.classes) for g, sample in zip(geometries, samples, strict=True)]
+
+
+def _test_pipeline(dataset: Any) -> Any:
+    """The pipeline of a test dataset config, through dataset wrappers (as mmdet's ``get_test_pipeline_cfg``,
+    without importing mmdet: planning a model whose features are cached never loads torch)."""
+    if "pipeline" in dataset:
+        return dataset["pipeline"]
+    if "dataset" in dataset:
+        return _test_pipeline(dataset["dataset"])
+    if "datasets" in dataset:
+        return _test_pipeline(dataset["datasets"][0])
+    raise ModelError("the config's test_dataloader.dataset has no pipeline")
 
 
 def _is_annotation_loader(step: Any) -> bool:

@@ -14,7 +14,6 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-import torch
 
 from featvis_run.errors import FeatvisError
 from featvis_run.maps.geometry import Geometry
@@ -84,6 +83,8 @@ class MmsegAdapter(OpenMMLabAdapter):
         return list(groups.values())
 
     def run_batch(self, built: BuiltModel, images: Sequence[np.ndarray]) -> list[ImageResult]:
+        import torch
+
         with self.scope():
             datas = [built.pipeline(dict(img=img)) for img in images]
             batch = dict(inputs=[d["inputs"] for d in datas], data_samples=[d["data_samples"] for d in datas])

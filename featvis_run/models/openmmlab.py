@@ -10,23 +10,30 @@ from __future__ import annotations
 import contextlib
 import difflib
 import importlib
+import importlib.util
 import logging
+import re
 import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from featvis_run.errors import ModelError
 from featvis_run.hashing import file_sha256_cached, stable_hash
 from featvis_run.models.base import BuiltModel, CheckpointInfo, ImageResult, ModelPlan
-from featvis_run.models.checkpoint import apply_weights, checkpoint_classes, checkpoint_palette, load_checkpoint_state
 from featvis_run.paths import resolve_package_path
 from featvis_run.schema import ModelConfig, config_reference
 
-__all__ = ["OpenMMLabAdapter", "check_device", "check_test_scale", "parse_cfg_options", "quiet_openmmlab"]
+__all__ = [
+    "OpenMMLabAdapter",
+    "check_device",
+    "check_test_scale",
+    "device_type",
+    "parse_cfg_options",
+    "quiet_openmmlab",
+]
 
 
 @contextlib.contextmanager
@@ -61,14 +68,24 @@ def parse_cfg_options(options: Sequence[str], key: str = "model") -> dict[str, A
     return parsed
 
 
+_DEVICE = re.compile(r"^(cpu|mps|meta|(cuda|xpu|npu|mlu|hpu)(:\d+)?)$")
+
+
+def device_type(device: str, key: str = "model") -> str:
+    """The type of a torch device string (``cuda:1`` -> ``cuda``), checked without importing torch (planning a
+    model whose features are cached never loads it)."""
+    if not _DEVICE.match(device):
+        raise ModelError(f"{key}.device={device!r} is not a torch device; use cpu or cuda:0")
+    return device.split(":")[0]
+
+
 def check_device(device: str, key: str = "model") -> None:
-    """Refuse a device this torch cannot use, naming the fix."""
+    """Refuse a device this torch cannot use, naming the fix (when a model is built on it)."""
+    import torch
+
+    device_type(device, key)
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise ModelError(f"{key}.device={device!r} but this torch has no usable CUDA device; use {key}.device=cpu")
-    try:
-        torch.device(device)
-    except RuntimeError as err:
-        raise ModelError(f"{key}.device={device!r} is not a torch device; use cpu or cuda:0") from err
 
 
 def check_test_scale(test_scale: Sequence[int] | None, key: str = "model") -> None:
@@ -183,15 +200,13 @@ class OpenMMLabAdapter:
             yield
 
     def config_root(self) -> Path:
-        """The configs folder shipped inside the installed library (``<package>/.mim/configs``)."""
-        try:
-            package = importlib.import_module(self.repo)
-        except ModuleNotFoundError as err:
+        """The configs folder shipped inside the installed library (``<package>/.mim/configs``), found without
+        importing the library (importing it loads torch)."""
+        spec = importlib.util.find_spec(self.repo)
+        if spec is None or not spec.submodule_search_locations:
             extra = {"mmseg": " (pip install 'featvis-run[mmseg]')"}.get(self.repo, "")
-            raise ModelError(
-                f"model.repo={self.repo!r} needs the {self.repo} package, which is not installed{extra}"
-            ) from err
-        return Path(package.__file__).parent / ".mim" / "configs"
+            raise ModelError(f"model.repo={self.repo!r} needs the {self.repo} package, which is not installed{extra}")
+        return Path(list(spec.submodule_search_locations)[0]) / ".mim" / "configs"
 
     def resolve_config(self, ref: str, where: str = "model.mmdet_config") -> Path:
         """A config given as a path, ``pkg://featvis_run/...``, or a name under the library's packaged configs."""
@@ -218,7 +233,7 @@ class OpenMMLabAdapter:
         """Resolve and check ``mc`` (config file, cfg-options, checkpoint file, device) without building the model."""
         from mmengine.config import Config
 
-        check_device(mc.device, key)
+        device = device_type(mc.device, key)
         check_test_scale(mc.test_scale, key)
         ref, where = config_reference(mc, key)
         config_path = self.resolve_config(ref, where)
@@ -252,16 +267,25 @@ class OpenMMLabAdapter:
                 "model": cfg.model.to_dict(),
                 "pipeline": self.test_pipeline_cfg(cfg, mc.test_scale),
                 "weights": sha or f"random-init seed {mc.seed}",
-                "device": torch.device(mc.device).type,
+                "device": device,
             }
         )
         return ModelPlan(mc, self.repo, cfg, config_path, ckpt_path, sha, identity, key, notes)
 
     def build(self, plan: ModelPlan) -> BuiltModel:
         """Build the planned model: weights from its checkpoint, else seeded random init; eval mode on its device."""
+        import torch
         from mmcv.transforms import Compose
 
+        from featvis_run.models.checkpoint import (
+            apply_weights,
+            checkpoint_classes,
+            checkpoint_palette,
+            load_checkpoint_state,
+        )
+
         mc, cfg = plan.config, plan.cfg
+        check_device(mc.device, plan.key)
         ckpt = (
             load_checkpoint_state(plan.checkpoint_path, mc.trust_checkpoint, plan.key) if plan.checkpoint_path else None
         )

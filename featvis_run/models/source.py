@@ -76,7 +76,7 @@ class FeatureSource:
     def _precheck(self) -> None:
         """What can be checked before the model is built: ``data_idx`` paths, and a preset's ``neck`` or
         ``backbone`` missing from the model's config (no need to build a model to learn it has no neck)."""
-        from featvis_run.recording.recorder import missing_part
+        from featvis_run.recording.levels import missing_part
         from featvis_run.recording.select import parse_data_path
 
         for level, mapping in self.mappings.items():

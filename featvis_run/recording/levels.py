@@ -20,7 +20,16 @@ from featvis_run.maps.tokens import GridError, infer_token_grid, split_token_lev
 from featvis_run.recording.select import describe, locate_record, select_record
 from featvis_run.schema import MappingSpec, RecorderSpec
 
-__all__ = ["LevelKey", "ParameterValue", "SpatialTokens", "as_maps", "check_map_value", "extract_levels", "hw_pair"]
+__all__ = [
+    "LevelKey",
+    "ParameterValue",
+    "SpatialTokens",
+    "missing_part",
+    "as_maps",
+    "check_map_value",
+    "extract_levels",
+    "hw_pair",
+]
 
 
 @dataclass(frozen=True, order=True)
@@ -49,6 +58,18 @@ class ParameterValue:
     """A parameter of the model (recorded once per forward pass): not per image, so its maps repeat for each."""
 
     tensor: Any
+
+
+def missing_part(recorder: str, part: str, model_type: str, top: list[str], detr: bool = False) -> str:
+    """The one line for a preset recording a ``neck`` (or ``backbone``) the model does not have."""
+    others = "recorder=backbone" if part == "neck" else "recorder=fpn"
+    if detr:
+        others += ", recorder=encoder"
+    return (
+        f"recorder {recorder!r} records the model's {part!r}, but {model_type} has none (its top-level modules: "
+        f"{', '.join(top)}); use {others}, or record a module of your own: recorder=custom "
+        "'+recorder.recorders.x={type:module_outputs,source:<module>}' (every name: featvis-run mode=layers)"
+    )
 
 
 def _is_array(x: Any) -> bool:

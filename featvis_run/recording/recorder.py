@@ -20,11 +20,11 @@ import torch
 from torch import nn
 
 from featvis_run.errors import RecordingError
-from featvis_run.recording.levels import ParameterValue, SpatialTokens, check_map_value
+from featvis_run.recording.levels import ParameterValue, SpatialTokens, check_map_value, missing_part
 from featvis_run.recording.select import select_record
 from featvis_run.schema import MappingSpec, RecorderSpec, RecorderType
 
-__all__ = ["FeatureRecorder", "find_module", "missing_part"]
+__all__ = ["FeatureRecorder", "find_module"]
 
 
 def find_module(model: nn.Module, name: str) -> nn.Module:
@@ -37,18 +37,6 @@ def find_module(model: nn.Module, name: str) -> nn.Module:
     hint = f"closest: {', '.join(close)}" if close else f"top-level modules: {top}"
     raise RecordingError(
         f"no module named {name!r} in the model ({hint}); list all names with `featvis-run mode=layers`"
-    )
-
-
-def missing_part(recorder: str, part: str, model_type: str, top: list[str], detr: bool = False) -> str:
-    """The one line for a preset recording a ``neck`` (or ``backbone``) the model does not have."""
-    others = "recorder=backbone" if part == "neck" else "recorder=fpn"
-    if detr:
-        others += ", recorder=encoder"
-    return (
-        f"recorder {recorder!r} records the model's {part!r}, but {model_type} has none (its top-level modules: "
-        f"{', '.join(top)}); use {others}, or record a module of your own: recorder=custom "
-        "'+recorder.recorders.x={type:module_outputs,source:<module>}' (every name: featvis-run mode=layers)"
     )
 
 

@@ -10,7 +10,7 @@ from rich.table import Table
 
 from featvis_run.store.manifest import RunResult
 
-__all__ = ["make_console", "print_layers", "print_summary"]
+__all__ = ["make_console", "print_job_line", "print_layers", "print_summary"]
 
 
 def make_console() -> Console:
@@ -28,6 +28,25 @@ def _channels(ch: Sequence[int]) -> str:
         return "all"
     text = ",".join(str(c) for c in ch[:8])
     return text + (f",… ({len(ch)})" if len(ch) > 8 else "")
+
+
+_LOUD = ("RANDOM INIT", "NON-FINITE", "PARTIAL CHECKPOINT")
+
+
+def print_job_line(result: RunResult, console: Console | None = None) -> None:
+    """One line for a sweep job (the sweep's summary table lists them all), and its loud notes."""
+    console = console or make_console()
+    extra = result.extra
+    state = "cache hit" if extra.get("cache_hit") else f"{extra.get('forward_passes', 0)} forward pass(es)"
+    status = "[green]ok[/]" if result.ok else f"[bold red]{len(result.failures)} failed[/]"
+    seconds = sum(result.timings.values())
+    console.print(
+        f"[bold]job[/] {result.out_dir.name}: {status}, {len(result.outputs)} maps, {state}, {seconds:.2f} s",
+        highlight=False,
+    )
+    for note in result.notes:
+        if note.startswith(_LOUD):
+            console.print(f"  [bold red]note:[/] {note}", highlight=False)
 
 
 def print_summary(result: RunResult, console: Console | None = None) -> None:
@@ -50,7 +69,7 @@ def print_summary(result: RunResult, console: Console | None = None) -> None:
     else:
         console.print(_outputs_table(result) if result.experiment == "single" else _levels_table(result))
     for note in result.notes:
-        style = "bold red" if note.startswith(("RANDOM INIT", "NON-FINITE", "PARTIAL CHECKPOINT")) else "yellow"
+        style = "bold red" if note.startswith(_LOUD) else "yellow"
         console.print(f"[{style}]note:[/] {note}")
     for f in result.failures:
         console.print(f"[bold red]failed:[/] {f.item}: {f.reason}")
