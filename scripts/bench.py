@@ -1,12 +1,17 @@
-"""Benchmarks for the README's performance section (``make bench``).
+"""Benchmarks behind the README's performance section (``make bench``); writes benchmarks/RESULTS.md and .json.
 
-1. The 8-job drawing sweep (4 reducers x topk 4, 8) on one image with RetinaNet-R50, run as one Hydra multirun with
-   the activation cache, against the same 8 jobs as separate cold processes with ``cache=off``: wall time, forward
-   passes and peak memory of each.
-2. Rendering one 256-channel FPN map on the image: featvis-run against MMEngine's ``Visualizer.draw_featmap``, for a
-   topk=20 overlaid grid and a squeeze_mean overlay.
+1. Sweep jobs: the marginal wall time of one more job in a cached sweep (RetinaNet-R50, a 150 MB checkpoint,
+   320x240 scale): (time of a 16-job sweep - time of an 8-job sweep) / 8, both with a warm activation cache.
+2. The 8-job sweep (4 reducers x topk 4, 8) as one multirun, with an empty and with a warm cache, against the same 8
+   jobs as separate cold processes with ``cache=off`` (the seed's one-process-per-option way).
+3. Many images: ``experiment=multi_image`` throughput (images / wall time of the image loop, every map written)
+   against a bare mmdet loop (``inference_detector`` per image), for the demo detector and for RetinaNet-R50, at
+   ``images.batch_size`` 1 and 2.
+4. ``featvis-run --help`` wall time (median of 5, after one run that fills the help cache).
+5. Rendering one 256-channel FPN map: featvis-run against MMEngine's ``Visualizer.draw_featmap``.
+6. PNG encoding: time and size of a 640x480 heatmap at OpenCV compression levels.
 
-Results are printed and written as Markdown (``--out``).
+Run it on an otherwise idle machine: other processes on the cores change every number.
 """
 
 from __future__ import annotations
@@ -14,8 +19,8 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import os
 import platform
-import shutil
 import statistics
 import subprocess
 import sys
@@ -23,178 +28,198 @@ import tempfile
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bench_parts import bare_loop_script, make_images, make_r50_checkpoint, render_vs_mmengine  # noqa: E402
+
 REDUCERS = ["pixel_wise_max", "squeeze_mean", "select_max", "none"]
-TOPKS = [4, 8]
 FEATVIS = str(Path(sys.executable).parent / "featvis-run")
+R50_SCALE = "model.test_scale=[320,240]"
 
 
-def timed(cmd: list[str], cwd: Path) -> tuple[float, float]:
-    """Run ``cmd``; return (wall seconds, peak RSS in MB) measured by GNU time."""
-    stats = cwd / "time.txt"
+def run(cmd: list[str], cwd: Path, env: dict[str, str] | None = None) -> float:
+    """Run ``cmd`` and return its wall time; a failure stops the benchmark with the command's stderr."""
     started = time.perf_counter()
-    proc = subprocess.run(
-        ["/usr/bin/time", "-f", "%M", "-o", str(stats), *cmd], cwd=cwd, capture_output=True, text=True
-    )
+    proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, env={**os.environ, **(env or {})})
     wall = time.perf_counter() - started
     if proc.returncode != 0:
-        raise SystemExit(f"command failed ({proc.returncode}): {' '.join(cmd)}\n{proc.stderr[-2000:]}")
-    return wall, int(stats.read_text().split()[-1]) / 1024
+        raise SystemExit(f"command failed ({proc.returncode}): {' '.join(cmd)}\n{proc.stderr[-3000:]}")
+    return wall
 
 
-def bench_image(work: Path) -> Path:
-    from featvis_run.store.images import demo_image_path
+def sweep_cmd(image: Path, ckpt: Path, topks: list[int], cache: str, sweep_dir: Path) -> list[str]:
+    return [
+        FEATVIS, "-m", f"image={image}", "model=retinanet_r50", f"model.checkpoint={ckpt}", R50_SCALE,
+        f"reducer={','.join(REDUCERS)}", f"topk={','.join(map(str, topks))}", cache, f"hydra.sweep.dir={sweep_dir}",
+    ]  # fmt: skip
 
-    demo = demo_image_path()
-    if demo.exists():
-        return demo
+
+def bench_sweeps(image: Path, ckpt: Path, work: Path) -> dict:
+    cache = f"cache.dir={work / 'cache'}"
+    empty = run(sweep_cmd(image, ckpt, [4, 8], cache, work / "sweep-empty"), work)  # fills the cache
+    warm8 = [run(sweep_cmd(image, ckpt, [4, 8], cache, work / f"sweep8-{i}"), work) for i in range(2)]
+    warm16 = [run(sweep_cmd(image, ckpt, [4, 5, 6, 8], cache, work / f"sweep16-{i}"), work) for i in range(2)]
+    summary = json.loads((work / "sweep8-0" / "summary.json").read_text())
+    assert summary["jobs"] == 8 and summary["failed"] == 0, summary
+    cold = 0.0
+    for i, (reducer, topk) in enumerate(itertools.product(REDUCERS, [4, 8])):
+        cmd = [FEATVIS, f"image={image}", "model=retinanet_r50", f"model.checkpoint={ckpt}", R50_SCALE]
+        cold += run(
+            [*cmd, f"reducer={reducer}", f"topk={topk}", "cache=off", f"output.dir={work / 'cold' / str(i)}"], work
+        )
+    t8, t16 = min(warm8), min(warm16)
+    return {
+        "sweep8_empty_cache_s": empty,
+        "sweep8_warm_cache_s": t8,
+        "sweep16_warm_cache_s": t16,
+        "marginal_job_s": (t16 - t8) / 8,
+        "cold8_s": cold,
+        "speedup_empty_cache": cold / empty,
+        "speedup_warm_cache": cold / t8,
+        "sweep_forward_passes_empty_cache": json.loads((work / "sweep-empty" / "summary.json").read_text())[
+            "forward_passes"
+        ],
+    }
+
+
+def bench_images(images: Path, work: Path, model_args: list[str], bare: dict, label: str) -> dict:
+    n = len(list(images.glob("*.png")))
+    script = work / f"bare_{label}.py"
+    script.write_text(bare_loop_script(**bare))
+    proc = subprocess.run([sys.executable, str(script), str(images)], capture_output=True, text=True, cwd=work)
+    if proc.returncode != 0:
+        raise SystemExit(f"bare loop failed:\n{proc.stderr[-3000:]}")
+    bare_rate = float(proc.stdout.split()[-1])
+    result = {"images": n, "bare_img_s": bare_rate}
+    for bs in (1, 2):
+        out = work / f"multi-{label}-{bs}"
+        cmd = [FEATVIS, "experiment=multi_image", f"images={images}", *model_args, f"images.batch_size={bs}"]
+        run([*cmd, "cache=off", f"output.dir={out}"], work)
+        manifest = json.loads((out / "manifest.json").read_text())
+        assert len(manifest["images"]) == n and not manifest["failures"], manifest["failures"]
+        rate = n / manifest["timings"]["image_loop"]
+        result[f"bs{bs}_img_s"] = rate
+        result[f"bs{bs}_ratio"] = rate / bare_rate
+        result[f"bs{bs}_maps"] = len(manifest["outputs"])
+    return result
+
+
+def bench_help(work: Path) -> float:
+    run([FEATVIS, "--help"], work)
+    return statistics.median(run([FEATVIS, "--help"], work) for _ in range(5))
+
+
+def bench_png() -> list[dict]:
     import cv2
     import numpy as np
 
     rng = np.random.default_rng(0)
-    img = (rng.random((480, 640, 3)) * 80 + 60).astype(np.uint8)
-    cv2.circle(img, (200, 240), 90, (0, 0, 255), -1)
-    cv2.rectangle(img, (380, 120), (560, 360), (255, 0, 0), -1)
-    path = work / "bench.png"
-    cv2.imwrite(str(path), img)
-    return path
+    smooth = cv2.GaussianBlur(rng.random((60, 80)).astype(np.float32), (0, 0), 3)
+    heat = cv2.applyColorMap(cv2.resize((smooth / smooth.max() * 255).astype(np.uint8), (640, 480)), cv2.COLORMAP_JET)
+    picture = cv2.addWeighted(heat, 0.5, (rng.random((480, 640, 3)) * 255).astype(np.uint8), 0.5, 0)
+    rows = []
+    for level in (None, 0, 1, 3, 6, 9):
+        params = [] if level is None else [cv2.IMWRITE_PNG_COMPRESSION, level]
+        times = []
+        for _ in range(20):
+            started = time.perf_counter()
+            ok, data = cv2.imencode(".png", picture, params)
+            times.append(time.perf_counter() - started)
+        rows.append(
+            {
+                "level": "default" if level is None else level,
+                "ms": statistics.median(times) * 1e3,
+                "kb": len(data) / 1024,
+            }
+        )
+    return rows
 
 
-def bench_sweep(image: Path, work: Path, model: str) -> dict:
-    common = [f"image={image}", f"model={model}"]
-    sweep_dir = work / "sweep"
-    cmd = [FEATVIS, "-m", *common, f"reducer={','.join(REDUCERS)}", f"topk={','.join(map(str, TOPKS))}"]
-    wall, rss = timed([*cmd, f"cache.dir={work / 'cache'}", f"hydra.sweep.dir={sweep_dir}"], work)
-    summary = json.loads((sweep_dir / "summary.json").read_text())
-    assert summary["jobs"] == 8 and summary["failed"] == 0, summary
-    cold_wall, cold_rss, cold_passes = 0.0, 0.0, 0
-    for i, (reducer, topk) in enumerate(itertools.product(REDUCERS, TOPKS)):
-        out = work / "cold" / str(i)
-        w, r = timed([FEATVIS, *common, f"reducer={reducer}", f"topk={topk}", "cache=off", f"output.dir={out}"], work)
-        cold_wall += w
-        cold_rss = max(cold_rss, r)
-        cold_passes += json.loads((out / "manifest.json").read_text())["forward_passes"]
-    return {
-        "sweep_seconds": wall,
-        "sweep_forward_passes": summary["forward_passes"],
-        "sweep_peak_mb": rss,
-        "cold_seconds": cold_wall,
-        "cold_forward_passes": cold_passes,
-        "cold_peak_mb": cold_rss,
-        "speedup": cold_wall / wall,
-    }
-
-
-def median_time(fn, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - started)
-    return statistics.median(times)
-
-
-def bench_render(image_path: Path, model: str, repeats: int) -> dict:
-    import cv2
-    import torch
-    from mmengine.visualization import Visualizer
-
-    from featvis_run.drawing.render import RenderOptions, render_map
-    from featvis_run.maps.geometry import crop_valid
-    from featvis_run.maps.reduce import reduce_channels
-    from featvis_run.models.source import FeatureSource
-    from featvis_run.recording.levels import LevelKey
-    from featvis_run.schema import ModelConfig, RecorderConfig
-    from featvis_run.store.cache import ActivationCache
-    from featvis_run.store.images import InputImage
-    from featvis_run.timing import Timer
-
-    mmdet_config = {"retinanet_r50": "retinanet/retinanet_r50_fpn_2x_coco.py"}.get(model, model)
-    source = FeatureSource(
-        ModelConfig(name=model, mmdet_config=mmdet_config),
-        RecorderConfig(
-            name="fpn", recorders={"neck": {"source": "neck"}}, mappings={"p3": {"recorder": "neck", "data_idx": 0}}
-        ),
-        ActivationCache(None),
-        Timer(),
+def machine() -> str:
+    load = os.getloadavg()[0]
+    return (
+        f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, CPU only, "
+        f"load average {load:.1f} at the start"
     )
-    bgr = cv2.imread(str(image_path))
-    (item,) = source.features([InputImage("bench", image_path, bgr, "bench")])
-    feat = item.features[LevelKey("neck", "p3")]
-    geom = item.geometry
-    rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-    full = torch.from_numpy(crop_valid(feat, geom).copy())
-    grid_opts = RenderOptions(arrangement=(4, 5), gap=0, max_tile=None)  # image-size tiles, as MMEngine draws
-
-    def ours(reducer: str, topk: int, opts: RenderOptions):
-        cropped = crop_valid(feat, geom)
-        return render_map(reduce_channels(cropped, reducer, topk), feat.shape[1:], geom, bgr, opts)
-
-    results = {"map_shape": list(feat.shape), "image_hw": list(bgr.shape[:2])}
-    cases = {
-        "topk20_grid": (
-            lambda: ours("none", 20, grid_opts),
-            lambda: Visualizer.draw_featmap(full, rgb, channel_reduction=None, topk=20, arrangement=(4, 5)),
-        ),
-        "squeeze_mean_overlay": (
-            lambda: ours("squeeze_mean", 20, RenderOptions()),
-            lambda: Visualizer.draw_featmap(full, rgb, channel_reduction="squeeze_mean"),
-        ),
-    }
-    import warnings
-
-    warnings.filterwarnings("ignore")
-    for name, (fast, reference) in cases.items():
-        fast()
-        reference()  # warm up both (imports, matplotlib fonts)
-        t_ours = median_time(fast, repeats)
-        t_ref = median_time(reference, repeats)
-        results[name] = {"featvis_ms": t_ours * 1e3, "mmengine_ms": t_ref * 1e3, "speedup": t_ref / t_ours}
-    return results
 
 
-def markdown(sweep: dict, render: dict, model: str, image: Path) -> str:
-    machine = f"{platform.processor() or platform.machine()}, {shutil.os.cpu_count()} cores, Python {platform.python_version()}"
+def markdown(r: dict) -> str:
+    s, demo, r50, render = r["sweep"], r["images_demo"], r["images_r50"], r["render"]
     lines = [
         "# Benchmark results",
         "",
-        f"Measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} by `make bench` (scripts/bench.py) on {machine}, CPU only.",
-        f"Model {model} (random init), image `{image.name}`.",
+        f"Measured {r['when']} by `make bench` (scripts/bench.py) on {r['machine']}.",
         "",
-        "## 8-job drawing sweep: one multirun with the activation cache vs 8 cold processes (cache=off)",
+        "## Sweep jobs (RetinaNet-R50, 150 MB checkpoint, 320x240, one image)",
         "",
-        "| | wall time (s) | forward passes | peak RSS (MB) |",
-        "|---|---|---|---|",
-        f"| `featvis-run -m reducer=... topk=4,8` | {sweep['sweep_seconds']:.1f} | {sweep['sweep_forward_passes']} | {sweep['sweep_peak_mb']:.0f} |",
-        f"| 8 separate `featvis-run ... cache=off` | {sweep['cold_seconds']:.1f} | {sweep['cold_forward_passes']} | {sweep['cold_peak_mb']:.0f} (max of one) |",
-        f"| speed-up | **{sweep['speedup']:.1f}x** | | |",
+        "| measure | value | goal |",
+        "|---|---|---|",
+        f"| marginal wall time of one more cached sweep job ((16 jobs - 8 jobs) / 8, warm cache) | "
+        f"{s['marginal_job_s']:.2f} s | <= 0.25 s |",
+        f"| 8-job sweep, empty cache | {s['sweep8_empty_cache_s']:.1f} s ({s['sweep_forward_passes_empty_cache']} forward pass) | |",
+        f"| 8-job sweep, warm cache | {s['sweep8_warm_cache_s']:.1f} s | |",
+        f"| 8 cold `featvis-run ... cache=off` processes | {s['cold8_s']:.1f} s | |",
+        f"| speed-up, empty cache | **{s['speedup_empty_cache']:.1f}x** | >= 10x |",
+        f"| speed-up, warm cache | **{s['speedup_warm_cache']:.1f}x** | >= 10x |",
+        "",
+        "## Many images: `experiment=multi_image` (every map written) against a bare mmdet loop",
+        "",
+        "| model | images | bare loop (img/s) | batch_size=1 (img/s, ratio) | batch_size=2 (img/s, ratio) | maps written |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, m in (("demo detector", demo), ("RetinaNet-R50 320x240", r50)):
+        lines.append(
+            f"| {name} | {m['images']} | {m['bare_img_s']:.2f} | {m['bs1_img_s']:.2f} ({m['bs1_ratio']:.2f}x) | "
+            f"{m['bs2_img_s']:.2f} ({m['bs2_ratio']:.2f}x) | {m['bs1_maps']} |"
+        )
+    lines += [
+        "",
+        "Goal: >= 0.7x of the bare loop with the demo detector.",
+        "",
+        f"## `featvis-run --help`: {r['help_s']:.2f} s (median of 5; goal <= 0.5 s)",
         "",
         f"## Rendering one {render['map_shape'][0]}-channel FPN map ({render['map_shape'][1]}x{render['map_shape'][2]}) "
-        f"on the {render['image_hw'][0]}x{render['image_hw'][1]} image",
+        f"on the {render['image_hw'][0]}x{render['image_hw'][1]} demo scene",
         "",
         "| case | featvis-run (ms) | MMEngine draw_featmap (ms) | speed-up |",
         "|---|---|---|---|",
     ]
     for case in ("topk20_grid", "squeeze_mean_overlay"):
-        r = render[case]
-        lines.append(f"| {case} | {r['featvis_ms']:.1f} | {r['mmengine_ms']:.1f} | **{r['speedup']:.1f}x** |")
+        c = render[case]
+        lines.append(f"| {case} | {c['featvis_ms']:.1f} | {c['mmengine_ms']:.1f} | **{c['speedup']:.1f}x** |")
+    lines += ["", "## PNG encoding of a 640x480 overlay (OpenCV)", "", "| compression | ms | KB |", "|---|---|---|"]
+    lines += [f"| {p['level']} | {p['ms']:.1f} | {p['kb']:.0f} |" for p in r["png"]]
     return "\n".join(lines) + "\n"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("benchmarks/RESULTS.md"))
-    parser.add_argument("--model", default="retinanet_r50")
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--images", type=int, default=32, help="images of the demo-detector throughput run")
     args = parser.parse_args()
+    started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    results: dict = {"when": started, "machine": machine()}
     with tempfile.TemporaryDirectory(prefix="featvis-bench-") as tmp:
         work = Path(tmp)
-        image = bench_image(work)
-        sweep = bench_sweep(image, work, args.model)
-        render = bench_render(image, args.model, args.repeats)
-    text = markdown(sweep, render, args.model, image)
+        from featvis_run.store.images import demo_image_path
+
+        image = demo_image_path()
+        ckpt = make_r50_checkpoint(work / "r50.pth")
+        results["help_s"] = bench_help(work)
+        results["sweep"] = bench_sweeps(image, ckpt, work)
+        demo_images = make_images(work / "demo-images", args.images, (320, 320))
+        results["images_demo"] = bench_images(demo_images, work, [], {"model": "demo"}, "demo")
+        r50_images = make_images(work / "r50-images", 8, (240, 320))
+        r50_args = ["model=retinanet_r50", f"model.checkpoint={ckpt}", R50_SCALE]
+        results["images_r50"] = bench_images(
+            r50_images, work, r50_args, {"model": "r50", "checkpoint": str(ckpt)}, "r50"
+        )
+        results["render"] = render_vs_mmengine(image)
+        results["png"] = bench_png()
+    text = markdown(results)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(text)
-    (args.out.with_suffix(".json")).write_text(json.dumps({"sweep": sweep, "render": render}, indent=2))
+    args.out.with_suffix(".json").write_text(json.dumps(results, indent=2) + "\n")
     print(text)
 
 

@@ -51,6 +51,18 @@ def test_stride_names_order_fine_to_coarse_and_number_ties():
     assert named == [(0, "c2"), (1, "c3"), (2, "c3_2"), (3, "c3_3")]
 
 
+def test_a_strictly_smaller_map_with_the_same_k_is_the_next_level():
+    # SSDLite on 320: ... 3x3 (stride ~107 -> 7), 2x2 (ceil(320/256) = 2 -> 8), 1x1 (the whole input, 320 -> 8);
+    # the 1x1 map is coarser than the 2x2 one, so it is P9, not a second P8
+    hws = [(20, 20), (10, 10), (5, 5), (3, 3), (2, 2), (1, 1)]
+    assert [n for _, n in stride_names("p", (320, 320), hws)] == ["p4", "p5", "p6", "p7", "p8", "p9"]
+    # SSD300 on 320: the 1x1 after the 3x3 stays P8
+    hws = [(40, 40), (20, 20), (10, 10), (5, 5), (3, 3), (1, 1)]
+    assert [n for _, n in stride_names("p", (320, 320), hws)] == ["p3", "p4", "p5", "p6", "p7", "p8"]
+    # returned coarse first, the same names
+    assert stride_names("p", (320, 320), [(1, 1), (2, 2)]) == [(1, "p8"), (0, "p9")]
+
+
 # ---- tokens ----
 
 

@@ -168,6 +168,11 @@ def test_no_neck_and_missing_packages_are_one_line_errors(pool, scene):
         record(m2f, "fpn", pool, scene)
     item = record(m2f, "backbone", pool, scene)
     assert [k.level for k in item.features] == list(C2_C5)
+    # the encoder preset on a model without a DETR encoder points at what it does have, never back at fpn
+    with pytest.raises(RecordingError, match="has no pre_transformer") as refused:
+        record(m2f, "encoder", pool, scene)
+    assert "recorder=fpn" not in str(refused.value) and "recorder=backbone" in str(refused.value)
+    assert "source:panoptic_head.pixel_decoder" in str(refused.value)
     with pytest.raises(ModelError, match="imports the package 'mmpretrain'.*pip install mmpretrain"):
         record("convnext/mask-rcnn_convnext-t-p4-w7_fpn_amp-ms-crop-3x_coco.py", "fpn", pool, scene)
 

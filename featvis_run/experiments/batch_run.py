@@ -202,8 +202,10 @@ def run_images(
                         rate = f"{done / max(time.perf_counter() - begun, 1e-9):.2f} img/s"
                         progress.update(task, completed=done, rate=rate)
                 run.finish()
+            timer.add("image_loop", begun)  # wall clock of decoding, forward and drawing every image
         except KeyboardInterrupt:
-            pool.shutdown(wait=True, cancel_futures=True)  # no half-drawn image is journaled as done
+            if pool is not None:  # no half-drawn image is journaled as done
+                pool.shutdown(wait=True, cancel_futures=True)
             raise RunInterrupted(len(run.images), len(inputs), resume_hint(cfg, out_dir)) from None
     sheets = run.contact_sheets() if run.thumbs else []
     notes = source.model_notes()

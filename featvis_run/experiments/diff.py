@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Sequence
+from concurrent.futures import Executor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ from featvis_run.errors import ConfigError, FeatvisError, RunInterrupted
 from featvis_run.experiments.common import activation_cache, cache_summary, resume_hint
 from featvis_run.experiments.draw import finite_stats, prediction_counts
 from featvis_run.experiments.inputs import ImageBatches, check_inputs, image_paths, named_inputs, selected_inputs
+from featvis_run.experiments.pipeline import drawing_pool, prefetch
 from featvis_run.experiments.settings import DrawSettings
 from featvis_run.maps.diff import compare_levels, diff_map, resize_to_common
 from featvis_run.maps.geometry import Geometry, crop_valid, valid_cells
@@ -148,7 +150,15 @@ def draw_level(
 class _DiffRun:
     """Compares the paired levels of two feature sources image by image; collects records and comparisons."""
 
-    def __init__(self, cfg: Config, folder: RunFolder, settings: DrawSettings, sources: tuple[FeatureSource, ...]):
+    def __init__(
+        self,
+        cfg: Config,
+        folder: RunFolder,
+        settings: DrawSettings,
+        sources: tuple[FeatureSource, ...],
+        pool: Executor | None = None,
+    ):
+        self.pool = pool
         self.folder, self.out_dir, self.settings, self.use_norm = folder, folder.out_dir, settings, cfg.use_norm
         self.mode = cfg.experiment.diff_mode.value
         self.source_a, self.source_b = sources
@@ -174,7 +184,9 @@ class _DiffRun:
         pairs, note = paired_levels(list(item_a.features), list(item_b.features))
         notes = [n for n in (note, *item_a.notes, *item_b.notes) if n]
         started = time.perf_counter()
-        drawn = [self._level(im, level, (item_a, key_a), (item_b, key_b)) for level, key_a, key_b in pairs]
+        jobs = [(level, (item_a, key_a), (item_b, key_b)) for level, key_a, key_b in pairs]
+        draw = self.pool.map if self.pool is not None else map  # levels drawn in parallel, kept in order
+        drawn = list(draw(lambda job: self._level(im, *job), jobs))
         self.source_a.timer.add("render", started)
         g = item_a.geometry
         counts = prediction_counts(item_a.predictions, self.settings)
@@ -253,14 +265,17 @@ def run_diff(cfg: Config, out_dir: Path, resolved: dict[str, Any]) -> RunResult:
         FeatureSource(cfg.model_a, rec_a, cache, timer, key="model_a", side=1),
         FeatureSource(cfg.model_b, rec_b, cache, timer, key="model_b", side=None if cfg.recorder_b else 2),
     )
-    run = _DiffRun(cfg, folder, settings, sources)
-    try:
-        for entry in finished.values():
-            run.restore(entry)
-        for (im,) in decoded:
-            run.process(im, strict)
-    except KeyboardInterrupt:
-        raise RunInterrupted(len(run.images), len(inputs), resume_hint(cfg, out_dir)) from None
+    with drawing_pool() as pool:
+        run = _DiffRun(cfg, folder, settings, sources, pool)
+        try:
+            for entry in finished.values():
+                run.restore(entry)
+            for (im,) in prefetch(decoded):
+                run.process(im, strict)
+        except KeyboardInterrupt:
+            if pool is not None:
+                pool.shutdown(wait=True, cancel_futures=True)
+            raise RunInterrupted(len(run.images), len(inputs), resume_hint(cfg, out_dir)) from None
     notes = [n for s in sources for n in s.model_notes()]
     notes += sorted({c["note"] for c in run.comparisons if c["note"]} | run.notes)
     result = RunResult(

@@ -133,13 +133,28 @@ class FeatureRecorder:
         if spec.type is RecorderType.encoder_memory:
             missing = [m for m in ("pre_transformer", spec.source) if not callable(getattr(self.model, m, None))]
             if missing:
+                others = [f"recorder={r}" for r, part in (("fpn", "neck"), ("backbone", "backbone")) if self._has(part)]
+                if self._has("panoptic_head.pixel_decoder"):  # Mask2Former/MaskFormer: the transformer is there
+                    others.append(
+                        "recorder=custom "
+                        "'+recorder.recorders.x={type:module_outputs,source:panoptic_head.pixel_decoder}'"
+                    )
                 raise RecordingError(
                     f"recorder {name!r} records the encoder memory of DETR-family detectors (their "
                     f"pre_transformer and {spec.source} methods), but {type(self.model).__name__} has no "
-                    f"{' or '.join(missing)}; use recorder=fpn or recorder=backbone"
+                    f"{' or '.join(missing)}; use {' or '.join(others) or 'a recorder of your own (mode=layers)'}"
                 )
             return spec.source
         return self._resolve_callable(spec.source)
+
+    def _has(self, path: str) -> bool:
+        """Whether the model has the submodule at the dotted ``path``."""
+        obj = self.model
+        for part in path.split("."):
+            obj = getattr(obj, part, None)
+            if obj is None:
+                return False
+        return True
 
     def _resolve_callable(self, source: str) -> tuple[Any, str, Any]:
         """A method of one of the model's modules (``decode_head.forward``: wrapped on that instance only), or a
