@@ -61,25 +61,25 @@ REDUCERS := pixel_wise_max,squeeze_mean,select_max,none
 
 report-fpn: ## Every FPN level with the four reducers (MODEL=, CHECKPOINT=, IMAGES=)
 	$(FEATVIS) -m $(MODEL_ARGS) $(INPUT_ARGS) recorder=fpn reducer=$(REDUCERS) topk=8 hydra.sweep.dir=$(REPORTS)/fpn/$(STAMP)
-	@echo "report: $(REPORTS)/fpn/$(STAMP)/index.html"
+	@echo "report: $(abspath $(REPORTS)/fpn/$(STAMP))/index.html"
 
 report-backbone: ## Every backbone stage with the four reducers
 	$(FEATVIS) -m $(MODEL_ARGS) $(INPUT_ARGS) recorder=backbone reducer=$(REDUCERS) topk=8 hydra.sweep.dir=$(REPORTS)/backbone/$(STAMP)
-	@echo "report: $(REPORTS)/backbone/$(STAMP)/index.html"
+	@echo "report: $(abspath $(REPORTS)/backbone/$(STAMP))/index.html"
 
 report-topk: ## Top-k channel grids of every FPN level for topk 4, 8, 16
 	$(FEATVIS) -m $(MODEL_ARGS) $(INPUT_ARGS) recorder=fpn reducer=none topk=4,8,16 output=heatmap hydra.sweep.dir=$(REPORTS)/topk/$(STAMP)
-	@echo "report: $(REPORTS)/topk/$(STAMP)/index.html"
+	@echo "report: $(abspath $(REPORTS)/topk/$(STAMP))/index.html"
 
 report-diff: ## RetinaNet-R101 vs R50 per FPN level: diff maps, panels, mean|A-B|, cosine, CKA (CHECKPOINT_A=, CHECKPOINT_B=)
 	$(FEATVIS) experiment=diff model@model_a=retinanet_r101 model@model_b=retinanet_r50 \
 	  $(if $(CHECKPOINT_A),model_a.checkpoint=$(CHECKPOINT_A),) $(if $(CHECKPOINT_B),model_b.checkpoint=$(CHECKPOINT_B),) \
 	  $(if $(IMAGES),images=$(IMAGES),) reducer=pixel_wise_max use_norm=true output.dir=$(REPORTS)/diff/$(STAMP)
-	@echo "report: $(REPORTS)/diff/$(STAMP)/manifest.json (panels in */panel/)"
+	@echo "report: $(abspath $(REPORTS)/diff/$(STAMP))/index.html"
 
 report-sweep: ## The 8-job sweep (4 reducers x topk 4, 8) with its gallery
 	$(FEATVIS) -m $(MODEL_ARGS) $(INPUT_ARGS) reducer=$(REDUCERS) topk=4,8 hydra.sweep.dir=$(REPORTS)/sweep/$(STAMP)
-	@echo "report: $(REPORTS)/sweep/$(STAMP)/index.html"
+	@echo "report: $(abspath $(REPORTS)/sweep/$(STAMP))/index.html"
 
 bench: ## Benchmark: cached sweep vs cold runs, rendering vs MMEngine (writes benchmarks/RESULTS.md)
 	$(BIN)/python scripts/bench.py --out benchmarks/RESULTS.md

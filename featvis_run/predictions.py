@@ -31,6 +31,13 @@ class Detections:
         keep = self.scores >= thr
         return Detections(self.boxes[keep], self.scores[keep], self.labels[keep], self.class_names)
 
+    def best(self, n: int | None) -> Detections:
+        """The ``n`` highest-scoring detections (all when ``n`` is None or not smaller than their count)."""
+        if n is None or len(self.scores) <= n:
+            return self
+        keep = np.sort(np.argsort(-np.asarray(self.scores), kind="stable")[: max(n, 0)])
+        return Detections(self.boxes[keep], self.scores[keep], self.labels[keep], self.class_names)
+
     def summary(self, thr: float) -> dict[str, int]:
         """The manifest's count: the boxes at or above ``thr`` (those drawn)."""
         return {"detections": int((self.scores >= thr).sum())}

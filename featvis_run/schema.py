@@ -14,9 +14,10 @@ from typing import Any
 from omegaconf import MISSING
 
 from featvis_run.errors import ConfigError
-from featvis_run.maps.modes import DiffMode, ReducerName
+from featvis_run.maps.modes import ArrayExport, DiffMode, ReducerName, ScaleMode
 
 __all__ = [
+    "ArrayExport",
     "CacheConfig",
     "Config",
     "DiffMode",
@@ -33,6 +34,7 @@ __all__ = [
     "RecorderType",
     "ReducerConfig",
     "ReducerName",
+    "ScaleMode",
     "register_configs",
 ]
 
@@ -211,6 +213,12 @@ class OutputConfig:
     pred_score_thr: float = 0.3
     format: ImageFormat = ImageFormat.png
     min_size: int = 128
+    scale: ScaleMode = ScaleMode.per_map  # which maps share one colour range
+    scale_range: list[float] | None = None  # [lo, hi] of scale=fixed
+    clip_percentile: float | None = None  # p in (50, 100]: ranges from the (100-p)th to the p-th percentile
+    colorbar: bool = False  # a labelled colour bar beside each picture
+    save_arrays: ArrayExport = ArrayExport.none  # .npy files next to each picture: maps, features, both
+    max_boxes: int | None = 20  # detector boxes drawn per picture, the best by score; null: all
 
 
 @dataclass

@@ -120,3 +120,44 @@ def test_bad_recorder_entries_name_the_key(override, message):
     cfg = _compose(override)
     with pytest.raises(ConfigError, match=message):
         cfg.recorder.parsed()
+
+
+def test_colour_scale_array_and_box_options_compose():
+    s = DrawSettings.from_config(_compose())
+    assert (s.scale.mode, s.scale.fixed, s.scale.clip_percentile) == ("per_map", None, None)
+    assert (s.save_arrays, s.render.colorbar, s.render.max_boxes, s.render.value_range) == ("none", False, 20, None)
+    cfg = _compose(
+        "output.scale=fixed",
+        "output.scale_range=[-1,2.5]",
+        "output.clip_percentile=99",
+        "output.colorbar=true",
+        "output.save_arrays=both",
+        "output.max_boxes=null",
+    )
+    s = DrawSettings.from_config(cfg)
+    assert (s.scale.mode, s.scale.fixed, s.scale.clip_percentile) == ("fixed", (-1.0, 2.5), 99.0)
+    assert s.save_maps and s.save_features and s.render.colorbar and s.render.max_boxes is None
+    assert DrawSettings.from_config(_compose("output.scale=per_level")).scale.needs_stats
+    assert not DrawSettings.from_config(_compose("output.scale=per_image")).scale.needs_stats
+    assert DrawSettings.from_config(_compose("output.save_arrays=maps")).save_maps
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["output.scale=fixed"], r"output.scale=fixed needs output.scale_range=\[lo, hi\]"),
+        (["output.scale=fixed", "output.scale_range=[2,1]"], "lo < hi"),
+        (["output.scale_range=[0,1]"], "used only with output.scale=fixed"),
+        (["output.clip_percentile=40"], r"output.clip_percentile=40.0 must be within \(50, 100\]"),
+        (["output.max_boxes=-1"], "output.max_boxes=-1"),
+    ],
+)
+def test_impossible_scale_options_are_one_line_errors(overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        DrawSettings.from_config(_compose(*overrides))
+
+
+@pytest.mark.parametrize("override", ["output.scale=per_pixel", "output.save_arrays=all"])
+def test_unknown_scale_and_export_values_fail_at_composition(override):
+    with pytest.raises(ConfigCompositionException):
+        _compose(override)

@@ -30,3 +30,24 @@ def test_levels_table_shows_the_range_of_valid_grids_per_axis():
         console.print(_levels_table(result))
     row = next(line for line in cap.get().splitlines() if "p3" in line)
     assert "60-80 x 60-80" in row, row
+
+
+def test_sweep_duplicates_and_shared_scales_are_named():
+    from featvis_run.report.sweep import JobRow, mark_duplicates, scale_sharing
+
+    fixed = {"mode": "fixed", "range": [0.0, 1.0]}
+    rows = [
+        JobRow("0_a", {}, "ok", digest="x", scale=fixed),
+        JobRow("1_b", {}, "ok", digest="y", scale=fixed),
+        JobRow("2_c", {}, "ok", digest="x", scale=fixed),
+        JobRow("3_d", {}, "error", digest=None, scale=fixed),
+    ]
+    assert [r.duplicate_of for r in mark_duplicates(rows)] == [None, None, "0_a", None]
+    assert scale_sharing(rows).startswith("All jobs share one colour scale (fixed)")
+    per_run = [
+        JobRow("0_a", {}, "ok", scale={"mode": "per_run", "ranges": {"run": [0, 2]}}),
+        JobRow("1_b", {}, "ok", scale={"mode": "per_run", "ranges": {"run": [0, 2]}}),
+        JobRow("2_c", {}, "ok", scale={"mode": "per_run", "ranges": {"run": [0, 3]}}),
+    ]
+    assert "share a colour scale (colours compare between them): 0_a, 1_b." in scale_sharing(per_run)
+    assert scale_sharing([JobRow("0_a", {}, "ok", scale={"mode": "per_map"})]).startswith("No two jobs share")

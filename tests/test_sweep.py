@@ -49,6 +49,13 @@ def test_in_process_sweep_runs_the_model_once_and_writes_a_summary(sweep_args, t
     assert "<th>reducer=none</th>" in gallery and "<th>topk=4</th>" in gallery
     assert (sweep / "3_model=retinanet_r50,reducer=none,topk=4/scene/neck/p7.png").exists()
     assert "sweep: 4 jobs, 1 forward passes" in proc.stdout
+    # select_max ignores topk: job 1 draws exactly job 0's pictures; reducer=none grids differ with topk
+    assert summary["duplicates"] == {jobs[1]: jobs[0]}
+    assert [t["duplicate_of"] for t in table] == ["", jobs[0], "", ""]
+    assert f"duplicate: pictures identical to job {jobs[0]}" in gallery and "1 duplicate job(s)" in gallery
+    assert "1 job(s) drew pictures byte-identical" in proc.stdout
+    assert gallery.count("<figcaption>neck / p7</figcaption>") == 4  # every thumbnail captioned, not only on hover
+    assert "No two jobs share a colour scale" in gallery
 
 
 def test_a_failing_job_is_listed_and_the_others_finish(sweep_args, tmp_path):

@@ -1,5 +1,10 @@
-"""Drawing one reduced map: a heatmap at its own resolution, or aligned and blended on the image, as a single map,
-a top-k grid or an RGB image, with the detector's boxes on single overlays. Pure, no file I/O."""
+"""Drawing one reduced map: a heatmap, or aligned and blended on the image, as a single map, a top-k grid or an RGB
+image, with the detector's boxes on single maps, and optionally a labelled colour bar. Pure, no file I/O.
+
+Picture sizes: a map of an image is drawn at the image's size (or ``resize_shape``), overlaid or not (a heatmap is
+the same picture without the image underneath); a top-k grid's tiles are that picture shrunk to ``max_tile``. Only
+a map without an image is drawn at its own resolution, enlarged by an integer factor (``min_size``, ``min_tile``).
+"""
 
 from __future__ import annotations
 
@@ -9,14 +14,24 @@ import cv2
 import numpy as np
 
 from featvis_run.drawing.boxes import draw_detections
-from featvis_run.drawing.colour import MISSING, blend, colorize, colorize_signed, paint_missing, to_uint8
+from featvis_run.drawing.colorbar import add_colorbar
+from featvis_run.drawing.colour import (
+    MISSING,
+    blend,
+    colorize,
+    colorize_signed,
+    colormap_lut,
+    finite_range,
+    paint_missing,
+    to_uint8,
+)
 from featvis_run.drawing.layout import check_arrangement, magnify, tile_grid
 from featvis_run.drawing.masks import draw_segmentation
 from featvis_run.maps.geometry import Geometry, upsample_to_canvas
 from featvis_run.maps.reduce import ReducedMap
 from featvis_run.predictions import Detections, Predictions, SegmentationMap
 
-__all__ = ["RenderOptions", "render_map"]
+__all__ = ["Drawn", "RenderOptions", "render_map", "render_map_scaled"]
 
 
 @dataclass(frozen=True)
@@ -34,6 +49,21 @@ class RenderOptions:
     gap: int = 2
     label: bool = True
     signed: bool = False  # diverging colormap centred on 0 (signed diffs) instead of min-max scaling
+    # None: each map min-max scaled on its own (as MMEngine); (lo, hi): colours mapped over that fixed range, values
+    # outside clipped (signed maps: over max(|lo|, |hi|) around 0)
+    value_range: tuple[float, float] | None = None
+    colorbar: bool = False  # a labelled colour bar on the right of each picture
+    max_boxes: int | None = None  # draw at most this many detector boxes (the best by score); None: all given
+
+
+@dataclass(frozen=True)
+class Drawn:
+    """A rendered picture and the colour range it was drawn with: ``scale`` (lo, hi) shared by the whole picture,
+    or None with ``tile_scales`` when each grid tile was min-max scaled on its own (None too for an empty map)."""
+
+    picture: np.ndarray
+    scale: tuple[float, float] | None
+    tile_scales: tuple[tuple[float, float] | None, ...] = ()
 
 
 def _shrink(image: np.ndarray, max_side: int | None) -> np.ndarray:
@@ -52,21 +82,41 @@ def _canvas_image(image: np.ndarray, opts: RenderOptions) -> np.ndarray:
     return cv2.resize(image, (w, h), interpolation=cv2.INTER_LINEAR)
 
 
+def _used_range(values: np.ndarray, opts: RenderOptions) -> tuple[float, float] | None:
+    """The range the colours of ``values`` span: the fixed one, else their min-max (signed: -peak..peak)."""
+    if opts.value_range is not None:
+        lo, hi = float(opts.value_range[0]), float(opts.value_range[1])
+        if opts.signed:
+            peak = max(abs(lo), abs(hi))
+            return (-peak, peak)
+        return (lo, hi)
+    rng = finite_range(values)
+    if rng is None or not opts.signed:
+        return rng
+    peak = max(abs(rng[0]), abs(rng[1]))
+    return (-peak, peak)
+
+
 def _draw_one(
     map2d: np.ndarray, feat_hw: tuple[int, int], geom: Geometry, canvas: np.ndarray | None, opts: RenderOptions
-) -> np.ndarray:
-    """One (H, W) map as a heatmap: blended on ``canvas`` when given, else at its own resolution."""
+) -> tuple[np.ndarray, tuple[float, float] | None]:
+    """One (H, W) map as a heatmap on ``canvas``'s grid (blended on it when overlaid), or at its own resolution
+    without a canvas; returns the picture and its colour range."""
     if canvas is not None:
         up = upsample_to_canvas(map2d, feat_hw, geom, canvas.shape[:2])
-        return paint_missing(blend(canvas, _colorize(up, opts), opts.alpha), up)
+        heat = _colorize(up, opts)
+        picture = blend(canvas, heat, opts.alpha) if opts.overlaid else heat
+        return paint_missing(picture, up), _used_range(up, opts)
     if opts.resize_shape is not None:
         h, w = opts.resize_shape
         map2d = cv2.resize(map2d.astype(np.float32), (w, h), interpolation=cv2.INTER_LINEAR)
-    return _colorize(map2d, opts)
+    return _colorize(map2d, opts), _used_range(map2d, opts)
 
 
 def _colorize(map2d: np.ndarray, opts: RenderOptions) -> np.ndarray:
-    return colorize_signed(map2d) if opts.signed else colorize(map2d, opts.colormap)
+    if opts.signed:
+        return colorize_signed(map2d, opts.value_range)
+    return colorize(map2d, opts.colormap, opts.value_range)
 
 
 def _empty(like: np.ndarray) -> np.ndarray:
@@ -81,6 +131,13 @@ def _empty(like: np.ndarray) -> np.ndarray:
     return out
 
 
+def _with_bar(drawn: Drawn, opts: RenderOptions) -> Drawn:
+    if not opts.colorbar or (drawn.scale is None and not drawn.tile_scales):
+        return drawn
+    bar = add_colorbar(drawn.picture, drawn.scale, colormap_lut(opts.colormap, opts.signed))
+    return Drawn(bar, drawn.scale, drawn.tile_scales)
+
+
 def render_map(
     reduced: ReducedMap,
     feat_hw: tuple[int, int],
@@ -89,35 +146,55 @@ def render_map(
     opts: RenderOptions,
     predictions: Predictions | None = None,
 ) -> np.ndarray:
-    """Draw a reduced, valid-cropped map.
+    """The picture of :func:`render_map_scaled`."""
+    return render_map_scaled(reduced, feat_hw, geom, image, opts, predictions).picture
+
+
+def render_map_scaled(
+    reduced: ReducedMap,
+    feat_hw: tuple[int, int],
+    geom: Geometry,
+    image: np.ndarray | None,
+    opts: RenderOptions,
+    predictions: Predictions | None = None,
+) -> Drawn:
+    """Draw a reduced, valid-cropped map; returns the picture with the colour range it was drawn with.
 
     ``feat_hw`` is the recorded map's full size (before cropping) and ``geom`` its placement on ``image``
-    (the original BGR image). Overlaid maps are drawn at the image's size (or ``resize_shape``); predictions
-    (detector boxes, a segmentor's class map) are drawn on single overlaid maps only, never on grids.
+    (the original BGR image). Maps of an image are drawn at the image's size (or ``resize_shape``), blended on it
+    when ``overlaid``; predictions (detector boxes, a segmentor's class map) are drawn on single maps only, never
+    on grids. With ``colorbar`` a labelled colour bar is appended on the right.
     """
-    canvas = _canvas_image(image, opts) if opts.overlaid and image is not None else None
+    canvas = _canvas_image(image, opts) if image is not None else None
     if reduced.kind == "grid":
         rows, cols = check_arrangement(len(reduced.channels), opts.arrangement)
         canvas = _shrink(canvas, opts.max_tile) if canvas is not None else None
-        tiles = [_draw_one(m, feat_hw, geom, canvas, opts) for m in reduced.maps]
+        drawn = [_draw_one(m, feat_hw, geom, canvas, opts) for m in reduced.maps]
+        tiles = [t for t, _ in drawn]
         tiles = [magnify(t, opts.min_tile) for t in tiles] if canvas is None else tiles
         labels = [f"ch {c}" for c in reduced.channels] if opts.label else []
-        return tile_grid(tiles, labels, rows, cols, opts.gap)
+        grid = tile_grid(tiles, labels, rows, cols, opts.gap)
+        if opts.value_range is not None:
+            return _with_bar(Drawn(grid, drawn[0][1]), opts)
+        return _with_bar(Drawn(grid, None, tuple(r for _, r in drawn)), opts)
     if reduced.kind == "image":
         rgb = reduced.maps
         if canvas is not None:
             rgb = np.stack([upsample_to_canvas(ch, feat_hw, geom, canvas.shape[:2]) for ch in rgb])
-        bgr = cv2.cvtColor(np.ascontiguousarray(to_uint8(rgb).transpose(1, 2, 0)), cv2.COLOR_RGB2BGR)
-        bgr = paint_missing(blend(canvas, bgr, opts.alpha) if canvas is not None else bgr, rgb.sum(axis=0))
-        return bgr if canvas is not None else magnify(bgr, opts.min_size)
+        bgr = cv2.cvtColor(np.ascontiguousarray(to_uint8(rgb, opts.value_range).transpose(1, 2, 0)), cv2.COLOR_RGB2BGR)
+        blended = blend(canvas, bgr, opts.alpha) if canvas is not None and opts.overlaid else bgr
+        bgr = paint_missing(blended, rgb.sum(axis=0))
+        scale = opts.value_range or finite_range(rgb)
+        return Drawn(bgr if canvas is not None else magnify(bgr, opts.min_size), scale)
     if not np.isfinite(reduced.maps).any():  # nothing to draw: a grey picture that says so
-        return _empty(canvas if canvas is not None else magnify(_colorize(reduced.maps[0], opts), opts.min_size))
-    out = _draw_one(reduced.maps[0], feat_hw, geom, canvas, opts)
+        like = canvas if canvas is not None else magnify(_colorize(reduced.maps[0], opts), opts.min_size)
+        return Drawn(_empty(like), None)
+    out, scale = _draw_one(reduced.maps[0], feat_hw, geom, canvas, opts)
     if canvas is None:
-        return magnify(out, opts.min_size)
+        return _with_bar(Drawn(magnify(out, opts.min_size), scale), opts)
     if isinstance(predictions, Detections) and len(predictions.boxes):
-        scale = (canvas.shape[0] / geom.ori_hw[0], canvas.shape[1] / geom.ori_hw[1])
-        out = draw_detections(out, predictions, scale)
+        sizes = (canvas.shape[0] / geom.ori_hw[0], canvas.shape[1] / geom.ori_hw[1])
+        out = draw_detections(out, predictions.best(opts.max_boxes), sizes)
     elif isinstance(predictions, SegmentationMap):
         out = draw_segmentation(out, predictions)
-    return out
+    return _with_bar(Drawn(out, scale), opts)

@@ -18,10 +18,18 @@ import numpy as np
 from featvis_run.drawing.layout import contact_sheet
 from featvis_run.errors import FeatvisError, RunInterrupted
 from featvis_run.experiments.common import activation_cache, cache_summary, progress_bar, resume_hint
-from featvis_run.experiments.draw import level_jobs, non_finite_notes, prediction_counts
+from featvis_run.experiments.draw import (
+    add_run_stats,
+    box_cap_note,
+    level_jobs,
+    non_finite_notes,
+    prediction_counts,
+    reduce_levels,
+)
 from featvis_run.experiments.inputs import ImageBatches
 from featvis_run.experiments.pipeline import drawing_pool, prefetch
 from featvis_run.experiments.settings import DrawSettings
+from featvis_run.maps.scales import RangeBook
 from featvis_run.models.source import FeatureSource
 from featvis_run.recording.levels import LevelKey
 from featvis_run.schema import Config
@@ -31,7 +39,7 @@ from featvis_run.store.outputs import safe_name, write_image
 from featvis_run.store.run_folder import RunFolder
 from featvis_run.timing import Timer
 
-__all__ = ["run_images"]
+__all__ = ["run_images", "run_ranges"]
 
 
 @dataclass
@@ -61,9 +69,10 @@ class _ImageRun:
         thumb_height: int,
         pool: Executor | None = None,
         max_pending: int = 4,
+        run_ranges: dict[str, tuple[float, float] | None] | None = None,
     ):
         self.source, self.settings, self.folder, self.thumb_height = source, settings, folder, thumb_height
-        self.pool, self.max_pending = pool, max_pending
+        self.pool, self.max_pending, self.run_ranges = pool, max_pending, run_ranges
         self.pending: deque[_Pending] = deque()
         self.out_dir = folder.out_dir
         self.outputs: list[MapRecord] = []
@@ -89,10 +98,19 @@ class _ImageRun:
         for im, item in zip(batch, items, strict=True):
             notes = [f"{im.image_id}: {note}" for note in item.notes]
             jobs = level_jobs(
-                im.image_id, im.array, item.features, item.geometry, item.predictions, self.settings, self.out_dir
+                im.image_id,
+                im.array,
+                item.features,
+                item.geometry,
+                item.predictions,
+                self.settings,
+                self.out_dir,
+                self.run_ranges,
             )
             g = item.geometry
             counts = prediction_counts(item.predictions, self.settings)
+            capped = box_cap_note(im.image_id, counts, self.settings.render.max_boxes)
+            notes += [capped] if capped else []
             image = ImageRecord(os.path.abspath(im.path), g.ori_hw, g.input_hw, **counts)
             futures = [self._submit(job) for job in jobs]
             self.pending.append(_Pending(im.image_id, image, notes, futures))
@@ -121,7 +139,8 @@ class _ImageRun:
         records = [record for record, _ in drawn]
         self._add(p.image_id, p.image, records, p.notes, [picture for _, picture in drawn])
         payload = {"image": asdict(p.image), "outputs": [asdict(r) for r in records], "notes": p.notes}
-        self.folder.record(p.image_id, [r.file for r in records], payload)
+        arrays = [a["file"] for r in records for a in r.arrays.values()]
+        self.folder.record(p.image_id, [r.file for r in records] + arrays, payload)
 
     def finish(self) -> None:
         """Wait for every image still being drawn."""
@@ -164,6 +183,27 @@ def _thumbnail(picture: np.ndarray, height: int) -> np.ndarray:
     return cv2.resize(picture, (width, height), interpolation=cv2.INTER_AREA if h > height else cv2.INTER_NEAREST)
 
 
+def run_ranges(
+    source: FeatureSource, inputs: Sequence[tuple[str, Path]], settings: DrawSettings, batch_size: int, timer: Timer
+) -> dict[str, tuple[float, float] | None]:
+    """The statistics pass of ``output.scale=per_level/per_run``: every input's maps reduced (from the cache, or
+    the model when they are not cached) and their ranges collected before anything is drawn. Inputs that fail are
+    skipped here; the drawing pass reports them."""
+    started = time.perf_counter()
+    book = RangeBook(settings.scale)
+    for batch in prefetch(ImageBatches(list(inputs), batch_size, False)):
+        try:
+            items = source.features(batch)
+        except FeatvisError:
+            raise
+        except Exception:  # noqa: BLE001 - listed as a failure by the drawing pass
+            continue
+        for item in items:
+            add_run_stats(book, reduce_levels(item.features, item.geometry, settings))
+    timer.add("scale_stats", started)
+    return book.ranges()
+
+
 def run_images(
     cfg: Config, out_dir: Path, resolved: dict[str, Any], inputs: Sequence[tuple[str, Path]], experiment: str
 ) -> RunResult:
@@ -187,9 +227,10 @@ def run_images(
     batches = ImageBatches([i for i in inputs if i[0] not in finished], cfg.images.batch_size, strict)
     decoded = list(batches) if strict else batches  # a bad single image fails before the model is planned
     source = FeatureSource(cfg.model, cfg.recorder, cache, timer)
+    ranges = run_ranges(source, inputs, settings, cfg.images.batch_size, timer) if settings.scale.needs_stats else None
     begun = time.perf_counter()
     with drawing_pool() as pool:
-        run = _ImageRun(source, settings, folder, thumb_height, pool)
+        run = _ImageRun(source, settings, folder, thumb_height, pool, run_ranges=ranges)
         try:
             with progress_bar(enabled=not strict) as progress:
                 task = progress.add_task("images", total=len(inputs), rate="") if progress else None
@@ -223,8 +264,20 @@ def run_images(
         extra={
             **cache_summary(cache, [source]),
             "resumed_images": len(finished),
+            "scale": _scale_entry(settings, ranges),
             **({"contact_sheets": sheets} if sheets else {}),
         },
     )
     result.save()
     return result
+
+
+def _scale_entry(settings: DrawSettings, ranges: dict[str, tuple[float, float] | None] | None) -> dict[str, Any]:
+    """The manifest's ``scale`` block: the mode, its options and the run-wide ranges (per_level, per_run)."""
+    spec = settings.scale
+    entry: dict[str, Any] = {"mode": spec.mode, "clip_percentile": spec.clip_percentile}
+    if spec.fixed is not None:
+        entry["range"] = list(spec.fixed)
+    if ranges is not None:
+        entry["ranges"] = {group: list(r) if r else None for group, r in ranges.items()}
+    return entry

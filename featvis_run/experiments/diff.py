@@ -12,36 +12,40 @@ import os
 import time
 from collections.abc import Sequence
 from concurrent.futures import Executor
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from featvis_run.drawing.layout import contact_sheet
-from featvis_run.drawing.render import RenderOptions, render_map
 from featvis_run.errors import ConfigError, FeatvisError, RunInterrupted
 from featvis_run.experiments.common import activation_cache, cache_summary, resume_hint
-from featvis_run.experiments.draw import finite_stats, prediction_counts
+from featvis_run.experiments.diff_levels import (
+    DiffSide,
+    ReducedLevel,
+    add_diff_stats,
+    diff_side,
+    draw_reduced_level,
+    level_ranges,
+    reduce_level,
+)
+from featvis_run.experiments.draw import box_cap_note, finite_stats, prediction_counts, save_arrays
 from featvis_run.experiments.inputs import ImageBatches, check_inputs, image_paths, named_inputs, selected_inputs
 from featvis_run.experiments.pipeline import drawing_pool, prefetch
 from featvis_run.experiments.settings import DrawSettings
-from featvis_run.maps.diff import compare_levels, diff_map, resize_to_common
-from featvis_run.maps.geometry import Geometry, crop_valid, valid_cells
-from featvis_run.maps.reduce import ReducedMap, reduce_channels, standardize
+from featvis_run.maps.geometry import valid_cells
+from featvis_run.maps.scales import RangeBook
 from featvis_run.models.base import ImageFeatures
 from featvis_run.models.source import FeatureSource
 from featvis_run.recording.levels import LevelKey
 from featvis_run.schema import Config
 from featvis_run.store.images import InputImage
 from featvis_run.store.manifest import Failure, ImageRecord, MapRecord, RunResult
-from featvis_run.store.outputs import safe_name, write_image
+from featvis_run.store.outputs import safe_name, write_array, write_image
 from featvis_run.store.run_folder import RunFolder
 from featvis_run.timing import Timer
 
 __all__ = ["DiffSide", "paired_levels", "run_diff"]
-
-_DIFF_LABEL = {"abs": "|A-B|", "signed": "A-B", "relative": "|A-B|/(|A|+|B|)"}
 
 
 def paired_levels(
@@ -81,72 +85,6 @@ def paired_levels(
     return pairs, note
 
 
-@dataclass(frozen=True)
-class DiffSide:
-    """One model's cropped (C, H, W) map of a level, with what is needed to draw it on the image."""
-
-    name: str
-    feat: np.ndarray
-    full_hw: tuple[int, int]
-    geometry: Geometry
-
-
-def _side(name: str, maps: np.ndarray, geometry: Geometry, use_norm: bool) -> DiffSide:
-    cropped = crop_valid(maps, geometry)
-    return DiffSide(name, standardize(cropped) if use_norm else cropped, tuple(maps.shape[-2:]), geometry)
-
-
-def _single_reducer(settings: DrawSettings) -> tuple[str, str | None]:
-    if settings.reducer != "none":
-        return settings.reducer, None
-    return "squeeze_mean", "channel counts differ, so top-k channels cannot be paired: diffed squeeze_mean maps"
-
-
-def draw_level(
-    image: np.ndarray, level: str, a: DiffSide, b: DiffSide, settings: DrawSettings, mode: str
-) -> tuple[dict[str, Any], ReducedMap, np.ndarray, np.ndarray]:
-    """Compare one level of two models on one image.
-
-    Args:
-        image: the original BGR image.
-        level: the level's mapping name.
-        a: model A's side (cropped map and placement); b: model B's.
-        settings: how maps are reduced and drawn.
-        mode: a :class:`~featvis_run.maps.modes.DiffMode` value.
-
-    Returns:
-        (numbers for the manifest, the reduced diff, the diff picture, the A | B | diff panel).
-    """
-    cmp = compare_levels(a.feat, b.feat)
-    note = None
-    if cmp.elementwise:
-        ra, rb, _ = resize_to_common(a.feat, b.feat)
-        d = diff_map(ra, rb, mode)
-        reduced = reduce_channels(d, settings.reducer, settings.topk, where=f"diff/{level}")
-    else:
-        reducer, note = _single_reducer(settings)
-        ma = reduce_channels(a.feat, reducer).maps
-        mb = reduce_channels(b.feat, reducer).maps
-        ma, mb, _ = resize_to_common(ma, mb)
-        reduced = ReducedMap(diff_map(ma, mb, mode), (), f"{reducer} diff")
-        note = note or f"channel counts differ ({a.feat.shape[0]} vs {b.feat.shape[0]}): diffed {reducer} maps"
-    if cmp.resized_to is None:  # both maps on A's grid: exact alignment with the image
-        full_hw, geometry = a.full_hw, a.geometry
-    else:  # a common grid that covers the image (each map was cropped to its valid region)
-        full_hw, geometry = reduced.maps.shape[-2:], Geometry.identity(a.geometry.ori_hw)
-    opts: RenderOptions = settings.render
-    diff_opts = RenderOptions(**{**opts.__dict__, "signed": mode == "signed"})
-    diff_picture = render_map(reduced, full_hw, geometry, image, diff_opts)
-    side_pictures = []
-    for side in (a, b):
-        red = reduce_channels(side.feat, settings.reducer, settings.topk, where=f"{side.name}/{level}")
-        side_pictures.append(render_map(red, side.full_hw, side.geometry, image, opts))
-    labels = [f"A {a.name} {level}", f"B {b.name} {level}", f"{_DIFF_LABEL[mode]} {level}"]
-    panel = contact_sheet([*side_pictures, diff_picture], labels, rows=1)
-    numbers = {**cmp.to_dict(), "note": note}
-    return numbers, reduced, diff_picture, panel
-
-
 class _DiffRun:
     """Compares the paired levels of two feature sources image by image; collects records and comparisons."""
 
@@ -156,21 +94,22 @@ class _DiffRun:
         folder: RunFolder,
         settings: DrawSettings,
         sources: tuple[FeatureSource, ...],
+        run_ranges: dict[str, Any] | None = None,
         pool: Executor | None = None,
     ):
         self.pool = pool
         self.folder, self.out_dir, self.settings, self.use_norm = folder, folder.out_dir, settings, cfg.use_norm
         self.mode = cfg.experiment.diff_mode.value
         self.source_a, self.source_b = sources
+        self.run_ranges = run_ranges
         self.outputs: list[MapRecord] = []
         self.comparisons: list[dict[str, Any]] = []
         self.images: list[ImageRecord] = []
         self.failures: list[Failure] = []
         self.notes: set[str] = set()
 
-    def process(self, im: InputImage, strict: bool) -> None:
-        """Record one image through both models and draw every level they share (a model failure is listed unless
-        ``strict``)."""
+    def features(self, im: InputImage, strict: bool) -> tuple[ImageFeatures, ImageFeatures] | None:
+        """One image's maps from both models; None (and a listed failure) when a model fails, unless ``strict``."""
         try:
             (item_a,) = self.source_a.features([im])
             (item_b,) = self.source_b.features([im])
@@ -180,24 +119,51 @@ class _DiffRun:
             if strict:
                 raise
             self.failures.append(Failure(str(im.path), f"model failed: {type(err).__name__}: {err}"))
-            return
+            return None
+        return item_a, item_b
+
+    def reduced(
+        self, item_a: ImageFeatures, item_b: ImageFeatures
+    ) -> tuple[list[tuple[LevelKey, LevelKey, ReducedLevel]], str | None]:
+        """Every level both models recorded, paired by name and reduced; and a note on the unpaired ones."""
         pairs, note = paired_levels(list(item_a.features), list(item_b.features))
+        levels = []
+        for level, key_a, key_b in pairs:
+            a = diff_side(self.source_a.name, item_a.features[key_a], item_a.geometry, self.use_norm)
+            b = diff_side(self.source_b.name, item_b.features[key_b], item_b.geometry, self.use_norm)
+            levels.append((key_a, key_b, reduce_level(level, a, b, self.settings, self.mode)))
+        return levels, note
+
+    def process(self, im: InputImage, strict: bool) -> None:
+        """Record one image through both models and draw every level they share (a model failure is listed unless
+        ``strict``)."""
+        items = self.features(im, strict)
+        if items is None:
+            return
+        item_a, item_b = items
+        levels, note = self.reduced(item_a, item_b)
         notes = [n for n in (note, *item_a.notes, *item_b.notes) if n]
         started = time.perf_counter()
-        jobs = [(level, (item_a, key_a), (item_b, key_b)) for level, key_a, key_b in pairs]
-        draw = self.pool.map if self.pool is not None else map  # levels drawn in parallel, kept in order
-        drawn = list(draw(lambda job: self._level(im, *job), jobs))
+        ranges = level_ranges(self.settings.scale, [lv for *_, lv in levels], self.mode, self.run_ranges)
+
+        def draw(level: tuple[LevelKey, LevelKey, ReducedLevel]) -> tuple[MapRecord, dict[str, Any]]:
+            key_a, key_b, lv = level
+            return self._level(im, key_a, key_b, lv, (ranges[("diff", lv.level)], ranges[("sides", lv.level)]))
+
+        drawn = list(self.pool.map(draw, levels) if self.pool is not None else map(draw, levels))  # in order
         self.source_a.timer.add("render", started)
         g = item_a.geometry
         counts = prediction_counts(item_a.predictions, self.settings)
+        capped = box_cap_note(im.image_id, counts, self.settings.render.max_boxes)
         image = ImageRecord(os.path.abspath(im.path), g.ori_hw, g.input_hw, **counts)
         entry = {
             "image": asdict(image),
             "outputs": [asdict(record) for record, _ in drawn],
             "comparisons": [comparison for _, comparison in drawn],
-            "notes": notes,
+            "notes": notes + ([capped] if capped else []),
         }
         files = [f for _, c in drawn for f in (c["diff_file"], c["panel_file"])]
+        files += [a["file"] for record, _ in drawn for a in record.arrays.values()]
         self.folder.record(im.image_id, files, entry)
         self.restore(entry)
 
@@ -209,35 +175,66 @@ class _DiffRun:
         self.notes.update(entry["notes"])
 
     def _level(
-        self, im: InputImage, level: str, side_a: tuple[ImageFeatures, LevelKey], side_b: tuple[ImageFeatures, LevelKey]
+        self, im: InputImage, key_a: LevelKey, key_b: LevelKey, lv: ReducedLevel, ranges: tuple[Any, Any]
     ) -> tuple[MapRecord, dict[str, Any]]:
-        (item_a, key_a), (item_b, key_b) = side_a, side_b
-        a = _side(self.source_a.name, item_a.features[key_a], item_a.geometry, self.use_norm)
-        b = _side(self.source_b.name, item_b.features[key_b], item_b.geometry, self.use_norm)
-        numbers, reduced, picture, panel = draw_level(im.array, level, a, b, self.settings, self.mode)
+        level = lv.level
+        numbers, picture, panel = draw_reduced_level(im.array, lv, self.settings, self.mode, ranges)
         base = self.out_dir / safe_name(im.image_id)
         diff_file = write_image(base / "diff" / f"{safe_name(level)}.{self.settings.fmt}", picture)
         panel_file = write_image(base / "panel" / f"{safe_name(level)}.{self.settings.fmt}", panel)
         rel = str(diff_file.relative_to(self.out_dir))
         comparison = {"image": im.image_id, "level": level, "layer_a": key_a.layer, "layer_b": key_b.layer}
         comparison |= numbers | {"diff_file": rel, "panel_file": str(panel_file.relative_to(self.out_dir))}
-        maps = reduced.maps
+        maps = lv.diff.maps
         # on A's grid the image covers its valid cells; a resized common grid covers just the image
-        valid = valid_cells(a.full_hw, a.geometry) if numbers["resized_to"] is None else maps.shape[-2:]
+        valid = valid_cells(lv.a.full_hw, lv.a.geometry) if numbers["resized_to"] is None else maps.shape[-2:]
         record = MapRecord(
             image=im.image_id,
             layer="diff",
             level=level,
             shape=tuple(int(v) for v in maps.shape),
             valid_hw=(int(valid[0]), int(valid[1])),
-            reducer=f"{self.mode} {reduced.reducer}",
-            channels=reduced.channels,
+            reducer=f"{self.mode} {lv.diff.reducer}",
+            channels=lv.diff.channels,
             stats=finite_stats(maps),
             file=rel,
             note=numbers["note"],
             non_finite=int(maps.size - np.count_nonzero(np.isfinite(maps))),
+            scale=numbers["scale"],
+            arrays=self._arrays(diff_file, lv),
         )
         return record, comparison
+
+    def _arrays(self, diff_file: Path, lv: ReducedLevel) -> dict[str, Any]:
+        """``output.save_arrays``: the diff map next to its picture; each side's drawn map and (C, H, W) features
+        next to the panel, as ``<level>.a.npy``, ``<level>.a.features.npy`` (and ``.b``)."""
+        out = save_arrays(diff_file, self.out_dir, self.settings, lv.diff, None)
+        panel = diff_file.parent.parent / "panel"
+        for name, side, red in (("a", lv.a, lv.side_a), ("b", lv.b, lv.side_b)):
+            stem = panel / f"{safe_name(lv.level)}.{name}"
+            if self.settings.save_maps:
+                arr = red.maps[0] if red.kind == "single" else red.maps
+                path = write_array(stem.with_name(stem.name + ".npy"), arr.astype(np.float32))
+                out[f"map_{name}"] = {"file": str(path.relative_to(self.out_dir)), "shape": list(arr.shape)}
+            if self.settings.save_features:
+                path = write_array(stem.with_name(stem.name + ".features.npy"), side.feat.astype(np.float32))
+                out[f"features_{name}"] = {"file": str(path.relative_to(self.out_dir)), "shape": list(side.feat.shape)}
+        return out
+
+    def stats_pass(self, images: Sequence[tuple[str, Path]], timer: Timer) -> dict[str, Any]:
+        """The statistics pass of ``output.scale=per_level/per_run``: every image's diffs and sides reduced before
+        anything is drawn (groups ``diff:<group>``, ``sides:<group>``). Failing images are left to the drawing."""
+        started = time.perf_counter()
+        spec = self.settings.scale
+        books = {"diff": RangeBook(spec, signed=self.mode == "signed"), "sides": RangeBook(spec)}
+        failures = len(self.failures)
+        for (im,) in ImageBatches(list(images), 1, False):
+            items = self.features(im, strict=False)
+            if items is not None:
+                add_diff_stats(books, [lv for *_, lv in self.reduced(*items)[0]])
+        del self.failures[failures:]  # listed when drawn
+        timer.add("scale_stats", started)
+        return {f"{name}:{group}": rng for name, book in books.items() for group, rng in book.ranges().items()}
 
 
 def _diff_inputs(cfg: Config) -> tuple[list[tuple[str, Path]], bool]:
@@ -266,14 +263,16 @@ def run_diff(cfg: Config, out_dir: Path, resolved: dict[str, Any]) -> RunResult:
         FeatureSource(cfg.model_b, rec_b, cache, timer, key="model_b", side=None if cfg.recorder_b else 2),
     )
     with drawing_pool() as pool:
-        run = _DiffRun(cfg, folder, settings, sources, pool)
+        run = _DiffRun(cfg, folder, settings, sources, pool=pool)
+        if settings.scale.needs_stats:
+            run.run_ranges = run.stats_pass(inputs, timer)
         try:
             for entry in finished.values():
                 run.restore(entry)
             for (im,) in prefetch(decoded):
                 run.process(im, strict)
         except KeyboardInterrupt:
-            if pool is not None:
+            if pool is not None:  # no half-drawn image is journaled as done
                 pool.shutdown(wait=True, cancel_futures=True)
             raise RunInterrupted(len(run.images), len(inputs), resume_hint(cfg, out_dir)) from None
     notes = [n for s in sources for n in s.model_notes()]
@@ -292,6 +291,12 @@ def run_diff(cfg: Config, out_dir: Path, resolved: dict[str, Any]) -> RunResult:
             **cache_summary(cache, sources),
             "resumed_images": len(finished),
             "diff_mode": run.mode,
+            "scale": {
+                "mode": settings.scale.mode,
+                "clip_percentile": settings.scale.clip_percentile,
+                **({"range": list(settings.scale.fixed)} if settings.scale.fixed else {}),
+                **({"ranges": run.run_ranges} if run.run_ranges is not None else {}),
+            },
             "comparisons": run.comparisons,
         },
     )

@@ -1,29 +1,61 @@
-"""Drawing every recorded level of one image: crop to the valid cells, (standardize,) reduce, render, write."""
+"""Drawing every recorded level of one image: crop to the valid cells, (standardize,) reduce, pick the colour range,
+render, write the picture (and the arrays asked for)."""
 
 from __future__ import annotations
 
+import dataclasses
 import functools
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Executor
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from featvis_run.drawing.render import render_map
+from featvis_run.drawing.render import render_map_scaled
 from featvis_run.experiments.settings import DrawSettings
 from featvis_run.maps.geometry import Geometry, crop_valid, valid_cells
 from featvis_run.maps.reduce import ReducedMap, reduce_channels, standardize
-from featvis_run.predictions import Predictions
+from featvis_run.maps.scales import RangeBook, image_ranges
+from featvis_run.predictions import Detections, Predictions
 from featvis_run.recording.levels import LevelKey
 from featvis_run.store.manifest import MapRecord
-from featvis_run.store.outputs import safe_name, write_image
+from featvis_run.store.outputs import safe_name, write_array, write_image
 
-__all__ = ["draw_levels", "finite_stats", "level_jobs", "non_finite_notes", "prediction_counts"]
+__all__ = [
+    "add_run_stats",
+    "box_cap_note",
+    "draw_levels",
+    "finite_stats",
+    "level_jobs",
+    "non_finite_notes",
+    "prediction_counts",
+    "reduce_levels",
+    "save_arrays",
+]
 
 
 def prediction_counts(predictions: Predictions | None, settings: DrawSettings) -> dict[str, int]:
-    """The manifest's count of an image's predictions (boxes drawn, or classes predicted); none if it has none."""
-    return predictions.summary(settings.pred_score_thr) if predictions is not None else {}
+    """The manifest's count of an image's predictions (boxes above the threshold and those drawn, or classes
+    predicted); none if it has none."""
+    if predictions is None:
+        return {}
+    counts = predictions.summary(settings.pred_score_thr)
+    if isinstance(predictions, Detections):
+        shown = settings.shown(predictions)
+        counts["boxes_drawn"] = len(shown.scores) if isinstance(shown, Detections) else 0
+    return counts
+
+
+def box_cap_note(image_id: str, counts: Mapping[str, int | None], max_boxes: int | None) -> str | None:
+    """A note when ``output.max_boxes`` left some of an image's boxes out."""
+    found, drawn = counts.get("detections"), counts.get("boxes_drawn")
+    if found is None or drawn is None or drawn >= found or not drawn:
+        return None
+    return (
+        f"{image_id}: drew the {drawn} best of {found} boxes at or above output.pred_score_thr "
+        f"(output.max_boxes={max_boxes}; raise it, or null for all)"
+    )
 
 
 def finite_stats(maps: np.ndarray) -> dict[str, float | None]:
@@ -47,6 +79,26 @@ def non_finite_notes(records: Sequence[MapRecord]) -> list[str]:
     ]
 
 
+def reduce_levels(
+    features: Mapping[LevelKey, np.ndarray], geometry: Geometry, settings: DrawSettings
+) -> dict[LevelKey, ReducedMap]:
+    """Every level cropped to its valid cells, standardized if asked, and reduced (an impossible request such as
+    topk=-1 on 256 channels fails here, before anything is drawn)."""
+    reduced = {}
+    for key, feat in features.items():
+        cropped = crop_valid(feat, geometry)
+        if settings.use_norm:
+            cropped = standardize(cropped)
+        reduced[key] = reduce_channels(cropped, settings.reducer, settings.topk, where=f"{key.layer}/{key.level}")
+    return reduced
+
+
+def add_run_stats(book: RangeBook, reduced: Mapping[LevelKey, ReducedMap]) -> None:
+    """Count one image's reduced maps in a run's statistics pass (``output.scale=per_level/per_run``)."""
+    for key, red in reduced.items():
+        book.add(book.spec.group(key.level), red.maps)
+
+
 def level_jobs(
     image_id: str,
     image: np.ndarray,
@@ -55,33 +107,55 @@ def level_jobs(
     predictions: Predictions | None,
     settings: DrawSettings,
     out_dir: Path,
+    run_ranges: Mapping[str, tuple[float, float] | None] | None = None,
 ) -> list[Callable[[], tuple[MapRecord, np.ndarray]]]:
     """The drawing of each (C, H, W) map of one image as a job that renders it, writes it under
-    ``out_dir/<image>/<layer>/<level>.<fmt>`` and returns its record with the picture (jobs can run in threads).
+    ``out_dir/<image>/<layer>/<level>.<fmt>`` (with its arrays) and returns its record with the picture (jobs can
+    run in threads).
 
-    Every level is reduced here, before any is drawn: an impossible request (topk=-1 on 256 channels) fails up front.
+    Every level is reduced, and the colour ranges picked, before any is drawn.
 
     Args:
         image_id: the image's output folder name.
         image: the original BGR image.
         features: the recorded maps by level (uncropped).
         geometry: where the maps lie on the image.
-        predictions: the model's predictions (drawn on single overlays, see :meth:`DrawSettings.shown`).
+        predictions: the model's predictions (drawn on single maps, see :meth:`DrawSettings.shown`).
         settings: how to reduce and draw.
         out_dir: the run folder.
+        run_ranges: the ranges of the run's statistics pass (``output.scale=per_level/per_run``), by group.
     """
     shown = settings.shown(predictions)
+    reduced = reduce_levels(features, geometry, settings)
+    maps = {key: red.maps for key, red in reduced.items()}
+    ranges = image_ranges(settings.scale, maps, lambda key: key.level, run_ranges)
     jobs = []
     for key, feat in features.items():
-        cropped = crop_valid(feat, geometry)
-        if settings.use_norm:
-            cropped = standardize(cropped)
-        reduced = reduce_channels(cropped, settings.reducer, settings.topk, where=f"{key.layer}/{key.level}")
         target = out_dir / safe_name(image_id) / safe_name(key.layer) / f"{safe_name(key.level)}.{settings.fmt}"
-        jobs.append(
-            functools.partial(_draw_level, image_id, key, feat, reduced, geometry, image, shown, settings, target)
+        opts = dataclasses.replace(settings.render, value_range=ranges[key])
+        job = functools.partial(
+            _draw_level, image_id, key, feat, reduced[key], geometry, image, shown, settings, opts, target
         )
+        jobs.append(job)
     return jobs
+
+
+def save_arrays(
+    target: Path, base: Path, settings: DrawSettings, reduced: ReducedMap | None, features: np.ndarray | None
+) -> dict[str, Any]:
+    """Write the arrays ``output.save_arrays`` asks for next to the picture ``target``: the drawn map as
+    ``<level>.npy`` ((H, W) for a single map, (K, H, W) for a grid or RGB map) and the (C, H, W) float32
+    features as ``<level>.features.npy``; returns their manifest entry (file relative to ``base``, shape)."""
+    out: dict[str, Any] = {}
+    stem = target.name[: -len(target.suffix)] if target.suffix else target.name
+    if settings.save_maps and reduced is not None:
+        arr = reduced.maps[0] if reduced.kind == "single" else reduced.maps
+        path = write_array(target.with_name(f"{stem}.npy"), np.asarray(arr, np.float32))
+        out["map"] = {"file": str(path.relative_to(base)), "shape": list(arr.shape)}
+    if settings.save_features and features is not None:
+        path = write_array(target.with_name(f"{stem}.features.npy"), np.asarray(features, np.float32))
+        out["features"] = {"file": str(path.relative_to(base)), "shape": list(features.shape)}
+    return out
 
 
 def _draw_level(
@@ -93,12 +167,15 @@ def _draw_level(
     image: np.ndarray,
     shown: Predictions | None,
     settings: DrawSettings,
+    opts: Any,
     target: Path,
 ) -> tuple[MapRecord, np.ndarray]:
     c, h, w = feat.shape
-    picture = render_map(reduced, (h, w), geometry, image, settings.render, shown)
-    written = write_image(target, picture)
-    maps = reduced.maps
+    drawn = render_map_scaled(reduced, (h, w), geometry, image, opts, shown)
+    written = write_image(target, drawn.picture)
+    base = target.parents[2]
+    cropped = crop_valid(feat, geometry) if settings.save_features else None
+    arrays = save_arrays(target, base, settings, reduced, cropped)
     record = MapRecord(
         image=image_id,
         layer=key.layer,
@@ -107,12 +184,15 @@ def _draw_level(
         valid_hw=valid_cells((h, w), geometry),
         reducer=settings.reducer if settings.reducer != "none" else f"top{len(reduced.channels)}",
         channels=reduced.channels,
-        stats=finite_stats(maps),
-        file=str(written.relative_to(target.parents[2])),
+        stats=finite_stats(reduced.maps),
+        file=str(written.relative_to(base)),
         note=reduced.note,
         non_finite=int(feat.size - np.count_nonzero(np.isfinite(feat))),
+        scale=drawn.scale,
+        tile_scales=drawn.tile_scales,
+        arrays=arrays,
     )
-    return record, picture
+    return record, drawn.picture
 
 
 def draw_levels(
@@ -124,10 +204,11 @@ def draw_levels(
     settings: DrawSettings,
     out_dir: Path,
     pool: Executor | None = None,
+    run_ranges: Mapping[str, tuple[float, float] | None] | None = None,
 ) -> list[tuple[MapRecord, np.ndarray]]:
     """Draw every level of one image (see :func:`level_jobs`), in ``pool``'s threads when given; returns each
     level's record and picture, in level order."""
-    jobs = level_jobs(image_id, image, features, geometry, predictions, settings, out_dir)
+    jobs = level_jobs(image_id, image, features, geometry, predictions, settings, out_dir, run_ranges)
     if pool is None:
         return [job() for job in jobs]
     return [future.result() for future in [pool.submit(job) for job in jobs]]

@@ -10,6 +10,7 @@ from featvis_run.errors import ConfigError
 from featvis_run.experiments.diff import run_diff
 from featvis_run.experiments.multi_image import run_multi_image
 from featvis_run.experiments.single import run_single
+from featvis_run.report.run_index import write_run_index
 from featvis_run.schema import Config
 from featvis_run.store.manifest import RunResult
 from featvis_run.store.outputs import ensure_writable_dir
@@ -32,10 +33,12 @@ def run_experiment(cfg: Config, out_dir: Path, resolved: dict[str, Any]) -> RunR
         resolved: the resolved config as plain values, recorded in the manifest.
 
     Returns:
-        The saved run's result (manifest written).
+        The saved run's result (manifest and ``index.html`` written).
     """
     name = cfg.experiment.name
     if name not in EXPERIMENTS:
         raise ConfigError(f"experiment={name!r} is unknown; choose one of {', '.join(EXPERIMENTS)}")
     ensure_writable_dir(out_dir)
-    return EXPERIMENTS[name](cfg, out_dir, resolved)
+    result = EXPERIMENTS[name](cfg, out_dir, resolved)
+    write_run_index(result)
+    return result

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, field
 
 from featvis_run.drawing.colour import colormap_id
 from featvis_run.drawing.layout import check_arrangement
 from featvis_run.drawing.render import RenderOptions
 from featvis_run.errors import ConfigError
-from featvis_run.maps.modes import ReducerName
+from featvis_run.maps.modes import ArrayExport, ReducerName, ScaleMode
+from featvis_run.maps.scales import ScaleSpec
 from featvis_run.predictions import Detections, Predictions
 from featvis_run.schema import Config
 
@@ -27,6 +29,18 @@ class DrawSettings:
     pred_score_thr: float
     fmt: str
     draw_predictions: bool = True
+    scale: ScaleSpec = field(default_factory=ScaleSpec)
+    save_arrays: str = ArrayExport.none.value
+
+    @property
+    def save_maps(self) -> bool:
+        """Whether the drawn 2-D maps are saved as ``<level>.npy``."""
+        return self.save_arrays in (ArrayExport.maps.value, ArrayExport.both.value)
+
+    @property
+    def save_features(self) -> bool:
+        """Whether the recorded (C, H, W) maps are saved as ``<level>.features.npy``."""
+        return self.save_arrays in (ArrayExport.features.value, ArrayExport.both.value)
 
     def shown(self, predictions: Predictions | None) -> Predictions | None:
         """The predictions to draw: none when ``output.draw_predictions`` is off, detector boxes only with
@@ -34,7 +48,9 @@ class DrawSettings:
         if predictions is None or not self.draw_predictions:
             return None
         if isinstance(predictions, Detections):
-            return predictions.above(self.pred_score_thr) if self.draw_boxes else None
+            if not self.draw_boxes:
+                return None
+            return predictions.above(self.pred_score_thr).best(self.render.max_boxes)
         return predictions
 
     @classmethod
@@ -62,6 +78,8 @@ class DrawSettings:
             if cfg.topk > 0:
                 check_arrangement(cfg.topk, lay.arrangement)
         colormap_id(out.colormap)
+        if out.max_boxes is not None and out.max_boxes < 0:
+            raise ConfigError(f"output.max_boxes={out.max_boxes} must be 0 or more, or null to draw every box")
         render = RenderOptions(
             overlaid=out.overlaid,
             alpha=float(out.alpha),
@@ -73,6 +91,8 @@ class DrawSettings:
             max_tile=lay.max_tile,
             gap=lay.gap,
             label=lay.label,
+            colorbar=out.colorbar,
+            max_boxes=out.max_boxes,
         )
         fmt = out.format.value if hasattr(out.format, "value") else str(out.format)
         return cls(
@@ -84,4 +104,33 @@ class DrawSettings:
             float(out.pred_score_thr),
             fmt,
             out.draw_predictions,
+            _scale_spec(cfg),
+            ArrayExport(out.save_arrays).value,
         )
+
+
+def _scale_spec(cfg: Config) -> ScaleSpec:
+    """``output.scale``, ``scale_range`` and ``clip_percentile`` checked: a fixed range needs lo < hi, a percentile
+    lies in (50, 100]."""
+    out = cfg.output
+    mode = ScaleMode(out.scale).value
+    fixed = None
+    if mode == ScaleMode.fixed.value:
+        rng = out.scale_range
+        if rng is None or len(rng) != 2 or not all(math.isfinite(v) for v in rng) or not rng[0] < rng[1]:
+            raise ConfigError(
+                f"output.scale=fixed needs output.scale_range=[lo, hi] with lo < hi (finite numbers), got "
+                f"{list(rng) if rng is not None else None}; e.g. output.scale_range=[0,1]"
+            )
+        fixed = (float(rng[0]), float(rng[1]))
+    elif out.scale_range is not None:
+        raise ConfigError(
+            f"output.scale_range={list(out.scale_range)} is used only with output.scale=fixed (scale is {mode}); "
+            "add output.scale=fixed or drop scale_range"
+        )
+    clip = out.clip_percentile
+    if clip is not None and not 50.0 < clip <= 100.0:
+        raise ConfigError(
+            f"output.clip_percentile={clip} must be within (50, 100] (99: colours span the 1st..99th percentile)"
+        )
+    return ScaleSpec(mode, fixed, float(clip) if clip is not None else None)

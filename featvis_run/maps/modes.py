@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from enum import Enum
 
-__all__ = ["DiffMode", "ReducerName"]
+__all__ = ["ArrayExport", "DiffMode", "ReducerName", "ScaleMode"]
 
 
 class ReducerName(str, Enum):
@@ -23,3 +23,23 @@ class DiffMode(str, Enum):
     abs = "abs"
     signed = "signed"
     relative = "relative"
+
+
+class ScaleMode(str, Enum):
+    """Which maps share one colour range: each map alone, all levels of an image, one level across the run, the
+    whole run, or a range given in the config."""
+
+    per_map = "per_map"
+    per_image = "per_image"
+    per_level = "per_level"
+    per_run = "per_run"
+    fixed = "fixed"
+
+
+class ArrayExport(str, Enum):
+    """Which arrays are saved next to each picture: none, the drawn 2-D map, the recorded features, or both."""
+
+    none = "none"
+    maps = "maps"
+    features = "features"
+    both = "both"

@@ -88,7 +88,8 @@ def print_summary(result: RunResult, console: Console | None = None) -> None:
         console.print(f"[bold]resumed[/] {result.extra['resumed_images']} image(s) finished by an earlier run here")
     timings = "  ".join(f"{k} {v:.2f}s" for k, v in result.timings.items())
     console.print(f"[bold]timings[/] {timings}")
-    console.print(f"[bold]output[/] {result.out_dir}  (manifest.json)")
+    index = result.out_dir / "index.html"
+    console.print(f"[bold]output[/] {result.out_dir}  (manifest.json{', index.html' if index.exists() else ''})")
 
 
 def _outputs_table(result: RunResult) -> Table:

@@ -2,20 +2,23 @@
 
 Works with any launcher (in-process, joblib, submitit), since it reads each job's ``.hydra/overrides.yaml`` and its
 ``manifest.json`` (or ``error.json``) rather than in-process state. Writes ``summary.json``, ``summary.csv`` and an
-``index.html`` gallery (rows: one swept key, columns: the others) into the sweep folder and prints the table.
+``index.html`` gallery (rows: one swept key, columns: the others; each picture captioned with its layer and level)
+into the sweep folder and prints the table. Jobs whose pictures are byte-identical to an earlier job's (e.g. topk
+with a reducer that ignores it) are marked duplicates, and the gallery says which jobs share a colour scale.
 A sweep with a job that did not end ``ok`` exits with status 1 once the summary is written.
 """
 
 from __future__ import annotations
 
 import csv
+import hashlib
 import html
 import io
 import json
 import os
 import sys
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +26,7 @@ from hydra.experimental.callback import Callback
 
 from featvis_run.store.outputs import write_bytes, write_json
 
-__all__ = ["JobRow", "SweepSummaryCallback", "build_summary", "write_summary"]
+__all__ = ["JobRow", "SweepSummaryCallback", "build_summary", "mark_duplicates", "scale_sharing", "write_summary"]
 
 
 @dataclass(frozen=True)
@@ -41,6 +44,10 @@ class JobRow:
     timings: dict[str, float] = field(default_factory=dict)
     files: tuple[str, ...] = ()
     error: str | None = None
+    captions: tuple[str, ...] = ()  # "layer / level" (with the image when a job drew several) of each file
+    digest: str | None = None  # sha256 over the job's pictures (names within the job and bytes)
+    duplicate_of: str | None = None  # an earlier job whose pictures are byte-identical
+    scale: dict[str, Any] | None = None  # the manifest's colour scale block (mode, fixed range, run ranges)
 
 
 def _overrides(job_dir: Path) -> dict[str, str]:
@@ -63,6 +70,8 @@ def _read_job(job_dir: Path, sweep_dir: Path) -> JobRow:
     if manifests:  # the newest, if the folder was reused
         m = json.loads(manifests[-1].read_text())
         files = [f"{name}/{o['file']}" for o in m["outputs"]]
+        several = len({o["image"] for o in m["outputs"]}) > 1
+        captions = [f"{o['image'] + ': ' if several else ''}{o['layer']} / {o['level']}" for o in m["outputs"]]
         reasons = "; ".join(f"{f['item']}: {f['reason']}" for f in m["failures"]) or None
         return JobRow(
             job=name,
@@ -76,6 +85,9 @@ def _read_job(job_dir: Path, sweep_dir: Path) -> JobRow:
             timings=m.get("timings", {}),
             files=tuple(files),
             error=reasons,
+            captions=tuple(captions),
+            digest=_digest(job_dir, [o["file"] for o in m["outputs"]]),
+            scale=m.get("scale"),
         )
     error = job_dir / "error.json"
     if error.exists():
@@ -83,15 +95,39 @@ def _read_job(job_dir: Path, sweep_dir: Path) -> JobRow:
     return JobRow(job=name, overrides=overrides, status="missing", error="no manifest.json or error.json")
 
 
+def _digest(job_dir: Path, files: Sequence[str]) -> str | None:
+    """sha256 over a job's pictures: each file's name within the job and its bytes; None if one is missing."""
+    h = hashlib.sha256()
+    for rel in sorted(files):
+        path = job_dir / rel
+        if not path.is_file():
+            return None
+        h.update(rel.encode() + b"\0" + path.read_bytes() + b"\0")
+    return h.hexdigest() if files else None
+
+
+def mark_duplicates(rows: Sequence[JobRow]) -> list[JobRow]:
+    """The rows with ``duplicate_of`` set on every job whose pictures equal an earlier job's, byte for byte."""
+    first: dict[str, str] = {}
+    out = []
+    for r in rows:
+        same = first.get(r.digest) if r.digest else None
+        if r.digest and same is None:
+            first[r.digest] = r.job
+        out.append(replace(r, duplicate_of=same))
+    return out
+
+
 def build_summary(sweep_dir: Path) -> list[JobRow]:
-    """A row per job folder (any folder below ``sweep_dir`` holding ``.hydra/``), sorted by job number."""
+    """A row per job folder (any folder below ``sweep_dir`` holding ``.hydra/``), sorted by job number, duplicates
+    marked (see :func:`mark_duplicates`)."""
 
     def order(p: Path) -> tuple[int, str]:
         head = p.relative_to(sweep_dir).as_posix().split("_", 1)[0]
         return (int(head) if head.isdigit() else 1 << 30, p.as_posix())
 
     jobs = sorted((h.parent for h in sweep_dir.rglob(".hydra") if h.is_dir() and h.parent != sweep_dir), key=order)
-    return [_read_job(p, sweep_dir) for p in jobs]
+    return mark_duplicates([_read_job(p, sweep_dir) for p in jobs])
 
 
 def _swept_keys(rows: Sequence[JobRow]) -> list[str]:
@@ -117,6 +153,7 @@ def _csv(rows: Sequence[JobRow]) -> str:
             "cache_hit",
             "forward_passes",
             "seconds",
+            "duplicate_of",
             "error",
         ]
     )
@@ -125,7 +162,7 @@ def _csv(rows: Sequence[JobRow]) -> str:
         seconds = round(sum(r.timings.values()), 3)
         writer.writerow(
             [r.job, overrides, r.status, r.outputs, r.images, r.failures, r.cache_hit, r.forward_passes, seconds]
-            + [r.error or ""]
+            + [r.duplicate_of or "", r.error or ""]
         )
     return buf.getvalue()
 
@@ -136,11 +173,49 @@ def _cell(row: JobRow | None) -> str:
     head = f"<div class='job'>{html.escape(row.job)} <span class='{row.status}'>{row.status}</span></div>"
     if row.error:
         head += f"<div class='err'>{html.escape(row.error)}</div>"
+    if row.duplicate_of:
+        head += f"<div class='dup'>duplicate: pictures identical to job {html.escape(row.duplicate_of)}</div>"
+    captions = row.captions or tuple(Path(f).stem for f in row.files)
     imgs = "".join(
-        f"<a href='{html.escape(f)}'><img src='{html.escape(f)}' title='{html.escape(f)}' loading='lazy'></a>"
-        for f in row.files
+        f"<figure><a href='{html.escape(f)}'><img src='{html.escape(f)}' title='{html.escape(f)}' loading='lazy'></a>"
+        f"<figcaption>{html.escape(c)}</figcaption></figure>"
+        for f, c in zip(row.files, captions, strict=False)
     )
     return f"<td>{head}{imgs}</td>"
+
+
+def _scale_key(row: JobRow) -> str | None:
+    """What makes two jobs' colours comparable: a fixed range, or equal run-wide ranges; None when per map/image."""
+    s = row.scale or {}
+    mode = s.get("mode", "per_map")
+    if mode == "fixed":
+        return f"fixed {s.get('range')}"
+    if mode in ("per_run", "per_level") and s.get("ranges"):
+        return f"{mode} {json.dumps(s['ranges'], sort_keys=True)}"
+    return None
+
+
+def scale_sharing(rows: Sequence[JobRow]) -> str:
+    """One sentence for the gallery: which jobs share a colour scale (so compare by colour), or that none do."""
+    groups: dict[str, list[str]] = {}
+    for r in rows:
+        key = _scale_key(r)
+        if key is not None:
+            groups.setdefault(key, []).append(r.job)
+    shared = [jobs for jobs in groups.values() if len(jobs) > 1]
+    if len(groups) == 1 and shared and len(shared[0]) == len(rows):
+        return f"All jobs share one colour scale ({next(iter(groups)).split(' ', 1)[0]}): colours compare across jobs."
+    if shared:
+        return (
+            "Jobs that share a colour scale (colours compare between them): "
+            + "; ".join(", ".join(jobs) for jobs in shared)
+            + ". Other jobs have their own scales."
+        )
+    modes = sorted({(r.scale or {}).get("mode", "per_map") for r in rows})
+    return (
+        f"No two jobs share a colour scale (output.scale={', '.join(modes)}): compare colours within a job only; "
+        "use output.scale=fixed output.scale_range=[lo,hi] to compare across jobs."
+    )
 
 
 def _gallery(rows: Sequence[JobRow], title: str) -> str:
@@ -161,12 +236,18 @@ def _gallery(rows: Sequence[JobRow], title: str) -> str:
         body += f"<tr><th>{html.escape(label)}</th>{cells}</tr>\n"
     style = (
         "body{font-family:sans-serif;margin:1em}table{border-collapse:collapse}td,th{border:1px solid #ccc;"
-        "padding:4px;vertical-align:top}img{height:120px;margin:2px}.ok{color:green}.failed,.error,.missing"
-        "{color:#b00}.err{color:#b00;font-size:small;max-width:40em}.job{font-size:small}"
+        "padding:4px;vertical-align:top}img{height:120px;margin:2px;display:block}.ok{color:green}.failed,.error,"
+        ".missing{color:#b00}.err{color:#b00;font-size:small;max-width:40em}.job{font-size:small}"
+        "figure{display:inline-block;margin:2px}figcaption{font-size:small;text-align:center}.dup{color:#a60}"
     )
+    dups = [r for r in rows if r.duplicate_of]
+    notes = f"<p>{html.escape(scale_sharing(rows))}</p>"
+    if dups:
+        listed = ", ".join(f"{r.job} = {r.duplicate_of}" for r in dups)
+        notes += f"<p class='dup'>{len(dups)} duplicate job(s), pictures byte-identical: {html.escape(listed)}</p>"
     return (
         f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
-        f"<style>{style}</style></head><body><h1>{html.escape(title)}</h1>"
+        f"<style>{style}</style></head><body><h1>{html.escape(title)}</h1>{notes}"
         f"<table><tr><th></th>{header}</tr>\n{body}</table></body></html>\n"
     )
 
@@ -181,6 +262,8 @@ def write_summary(sweep_dir: Path, print_table: bool = True) -> list[JobRow]:
         "failed": sum(r.status != "ok" for r in rows),
         "forward_passes": sum(r.forward_passes for r in rows),
         "swept": _swept_keys(rows),
+        "duplicates": {r.job: r.duplicate_of for r in rows if r.duplicate_of},
+        "scale_sharing": scale_sharing(rows),
         "rows": [asdict(r) for r in rows],
     }
     write_json(sweep_dir / "summary.json", payload, overwrite=True)
@@ -199,14 +282,23 @@ def _print(rows: Sequence[JobRow], sweep_dir: Path) -> None:
     from featvis_run.report.summary import make_console
 
     table = Table(title=f"sweep: {len(rows)} jobs, {sum(r.forward_passes for r in rows)} forward passes")
-    for col in ("job", "status", "outputs", "cache hit", "forward passes", "seconds", "error"):
+    for col in ("job", "status", "outputs", "cache hit", "forward passes", "seconds", "duplicate of", "error"):
         table.add_column(col, overflow="fold")
     for r in rows:
         seconds = f"{sum(r.timings.values()):.2f}"
-        row = (r.job, r.status, str(r.outputs), str(r.cache_hit), str(r.forward_passes), seconds, r.error or "")
-        table.add_row(*row)
+        row = (r.job, r.status, str(r.outputs), str(r.cache_hit), str(r.forward_passes), seconds)
+        table.add_row(*row, r.duplicate_of or "", r.error or "")
     console = make_console()
     console.print(table)
+    dups = [r for r in rows if r.duplicate_of]
+    if dups:
+        console.print(
+            f"[yellow]note:[/] {len(dups)} job(s) drew pictures byte-identical to an earlier job's (a swept option "
+            "that changes nothing, e.g. topk with a reducer that ignores it): "
+            + ", ".join(f"{r.job} = {r.duplicate_of}" for r in dups),
+            highlight=False,
+        )
+    console.print(scale_sharing(rows), highlight=False)
     console.print(f"[bold]sweep[/] {sweep_dir}  (summary.json, summary.csv, index.html)")
 
 

@@ -26,6 +26,9 @@ class MapRecord:
     file: str
     note: str | None = None
     non_finite: int = 0  # NaN and infinite values in the recorded map (drawn grey; stats are over finite values)
+    scale: tuple[float, float] | None = None  # [lo, hi] of the colours; None: grid tiles scaled alone (tile_scales)
+    tile_scales: tuple[tuple[float, float] | None, ...] = ()
+    arrays: dict[str, Any] = field(default_factory=dict)  # saved .npy files: {"map"|"features": {file, shape}}
 
 
 @dataclass(frozen=True)
@@ -35,7 +38,8 @@ class ImageRecord:
     path: str
     size_hw: tuple[int, int]
     input_hw: tuple[int, int]
-    detections: int | None = None  # a detector's boxes scoring at least output.pred_score_thr (those drawn)
+    detections: int | None = None  # a detector's boxes scoring at least output.pred_score_thr
+    boxes_drawn: int | None = None  # of those, the ones drawn (at most output.max_boxes, the best by score)
     classes_predicted: int | None = None  # a segmentor's classes present in its class map
 
 

@@ -3,6 +3,7 @@ level. A write that fails (full disk, permissions) leaves no temp file behind an
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import os
@@ -16,7 +17,7 @@ import numpy as np
 
 from featvis_run.errors import InputError, OutputError
 
-__all__ = ["ensure_writable_dir", "jsonable", "safe_name", "write_bytes", "write_image", "write_json"]
+__all__ = ["ensure_writable_dir", "jsonable", "safe_name", "write_array", "write_bytes", "write_image", "write_json"]
 
 
 def safe_name(text: str) -> str:
@@ -103,6 +104,13 @@ def write_image(path: Path, image: np.ndarray) -> Path:
     if not ok:
         raise InputError(f"OpenCV cannot encode an image as {path.suffix!r}; use output.format=png or jpg")
     return write_bytes(path, buf.tobytes())
+
+
+def write_array(path: Path, array: np.ndarray) -> Path:
+    """Write ``array`` as a ``.npy`` file (numpy's format, loadable with ``numpy.load``) atomically."""
+    buf = io.BytesIO()
+    np.save(buf, np.ascontiguousarray(array), allow_pickle=False)
+    return write_bytes(path, buf.getvalue())
 
 
 def jsonable(obj: Any) -> Any:
