@@ -9,6 +9,7 @@ from featvis_run.drawing.layout import check_arrangement
 from featvis_run.drawing.render import RenderOptions
 from featvis_run.errors import ConfigError
 from featvis_run.maps.modes import ReducerName
+from featvis_run.maps.targets import Target, parse_target
 from featvis_run.predictions import Detections, Predictions
 from featvis_run.schema import Config
 
@@ -27,6 +28,7 @@ class DrawSettings:
     pred_score_thr: float
     fmt: str
     draw_predictions: bool = True
+    target: Target | None = None  # what reducer=gradcam explains (None for the other reducers)
 
     def shown(self, predictions: Predictions | None) -> Predictions | None:
         """The predictions to draw: none when ``output.draw_predictions`` is off, detector boxes only with
@@ -34,6 +36,8 @@ class DrawSettings:
         if predictions is None or not self.draw_predictions:
             return None
         if isinstance(predictions, Detections):
+            if self.target is not None:  # Grad-CAM: the explained detections, whatever their score
+                return predictions if self.draw_boxes else None
             return predictions.above(self.pred_score_thr) if self.draw_boxes else None
         return predictions
 
@@ -61,6 +65,14 @@ class DrawSettings:
                 raise ConfigError(f"topk={cfg.topk} is invalid with reducer=none: use a positive count, or -1")
             if cfg.topk > 0:
                 check_arrangement(cfg.topk, lay.arrangement)
+        target = None
+        if reducer == ReducerName.gradcam.value:
+            target = parse_target(cfg.target)
+            if cfg.use_norm:
+                raise ConfigError(
+                    "use_norm=true standardizes channels, which reducer=gradcam does not draw (it weights them by "
+                    "their gradient); drop use_norm=true"
+                )
         colormap_id(out.colormap)
         render = RenderOptions(
             overlaid=out.overlaid,
@@ -84,4 +96,5 @@ class DrawSettings:
             float(out.pred_score_thr),
             fmt,
             out.draw_predictions,
+            target,
         )

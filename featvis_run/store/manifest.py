@@ -37,6 +37,7 @@ class ImageRecord:
     input_hw: tuple[int, int]
     detections: int | None = None  # a detector's boxes scoring at least output.pred_score_thr (those drawn)
     classes_predicted: int | None = None  # a segmentor's classes present in its class map
+    explained: dict[str, Any] | None = None  # reducer=gradcam: the target and the detections it explained
 
 
 @dataclass(frozen=True)
