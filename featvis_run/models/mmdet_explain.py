@@ -5,7 +5,7 @@ gradient. The model's own predict path runs with gradients on instead, and each 
 the logit it came from:
 
 - dense heads that post-process through ``filter_scores_and_topk`` and ``_bbox_post_process`` (RetinaNet, FCOS,
-  ATSS, GFL, FSAF, ...): the head's forward outputs are kept with their graph; the ``filter_scores_and_topk`` calls
+  ATSS, GFL, ...): the head's forward outputs are kept with their graph; the ``filter_scores_and_topk`` calls
   are recorded (each candidate's level, position, anchor and class); ``_bbox_post_process`` gets an index field,
   which its size filter, NMS and ``max_per_img`` cut carry along. A detection's logit is then
   ``cls_score[level][image, anchor * classes + class, y, x]``.
