@@ -155,3 +155,30 @@ def test_cli_sweep_over_gradcam_and_eigencam_and_multi_image(tiny_config, scene_
         f"output.dir={tmp_path / 'diff'}",
     )
     assert diff.returncode == 2 and "reducer=eigencam" in diff.stderr and "Traceback" not in diff.stderr
+
+
+R18 = ["model.backbone.depth=18", "model.neck.in_channels=[64,128,256,512]", "model.test_cfg.score_thr=0.0"]
+
+
+@pytest.mark.parametrize(
+    ("config", "exact"),
+    [
+        ("gfl/gfl_r50_fpn_1x_coco.py", True),  # score = sigmoid(logit), through GFLHead's own post-processing
+        ("fcos/fcos_r50-caffe_fpn_gn-head_1x_coco.py", False),  # score = sigmoid(logit) * sigmoid(centerness)
+        ("atss/atss_r50_fpn_1x_coco.py", False),
+    ],
+)
+def test_dense_heads_with_own_or_score_factor_post_processing_are_traced(config, exact, scene_image):
+    import cv2
+
+    mc = ModelConfig(name="m", mmdet_config=config, test_scale=[256, 160], cfg_options=R18)
+    built, _ = build_model(mc, ModelPool())
+    image = cv2.imread(str(scene_image))
+    for i in range(3):
+        batch = explain_batch(built, [image], parse_target(f"det:{i}"), 0.0)
+        score = float(batch.results[0].predictions.scores[0])
+        traced = 1 / (1 + np.exp(-float(batch.score.detach())))
+        if exact:
+            assert traced == pytest.approx(score, rel=1e-4)
+        else:  # the centerness factor is below 1
+            assert traced >= score - 1e-6
