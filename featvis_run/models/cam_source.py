@@ -86,8 +86,8 @@ def cam_levels(
     for layer, cams in by_layer.items():
         out[LevelKey(layer, FUSED)] = fuse_cams(cams, geom)
     notes = [
-        f"{layer}: {', '.join(levels)} do(es) not reach the explained score (zero gradient; a dense head scores each "
-        "detection from one level, an RoI head from the level RoIAlign picks): CAM 0"
+        f"{layer}: the explained score has zero gradient at {', '.join(levels)} (a dense head scores each detection "
+        "from one level, an RoI head from the level RoIAlign picks): their CAM is 0"
         for layer, levels in unreached.items()
     ]
     return out, notes
