@@ -160,18 +160,22 @@ def test_cli_sweep_over_gradcam_and_eigencam_and_multi_image(tiny_config, scene_
 R18 = ["model.backbone.depth=18", "model.neck.in_channels=[64,128,256,512]", "model.test_cfg.score_thr=0.0"]
 
 
+YOLOX_ALL = ["model.test_cfg.score_thr=0.0"]
+
+
 @pytest.mark.parametrize(
-    ("config", "exact"),
+    ("config", "options", "exact"),
     [
-        ("gfl/gfl_r50_fpn_1x_coco.py", True),  # score = sigmoid(logit), through GFLHead's own post-processing
-        ("fcos/fcos_r50-caffe_fpn_gn-head_1x_coco.py", False),  # score = sigmoid(logit) * sigmoid(centerness)
-        ("atss/atss_r50_fpn_1x_coco.py", False),
+        ("gfl/gfl_r50_fpn_1x_coco.py", R18, True),  # score = sigmoid(logit), through GFLHead's own post-processing
+        ("fcos/fcos_r50-caffe_fpn_gn-head_1x_coco.py", R18, False),  # score = sigmoid(logit) * sigmoid(centerness)
+        ("atss/atss_r50_fpn_1x_coco.py", R18, False),
+        ("yolox/yolox_s_8xb8-300e_coco.py", YOLOX_ALL, False),  # score = sigmoid(logit) * sigmoid(objectness)
     ],
 )
-def test_dense_heads_with_own_or_score_factor_post_processing_are_traced(config, exact, scene_image):
+def test_dense_heads_with_own_or_score_factor_post_processing_are_traced(config, options, exact, scene_image):
     import cv2
 
-    mc = ModelConfig(name="m", mmdet_config=config, test_scale=[256, 160], cfg_options=R18)
+    mc = ModelConfig(name="m", mmdet_config=config, test_scale=[256, 160], cfg_options=options)
     built, _ = build_model(mc, ModelPool())
     image = cv2.imread(str(scene_image))
     for i in range(3):
@@ -180,5 +184,5 @@ def test_dense_heads_with_own_or_score_factor_post_processing_are_traced(config,
         traced = 1 / (1 + np.exp(-float(batch.score.detach())))
         if exact:
             assert traced == pytest.approx(score, rel=1e-4)
-        else:  # the centerness factor is below 1
+        else:  # the centerness / objectness factor is below 1
             assert traced >= score - 1e-6

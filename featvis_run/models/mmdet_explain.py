@@ -5,10 +5,11 @@ gradient. The model's own predict path runs with gradients on instead, and each 
 the logit it came from:
 
 - dense heads that post-process through ``filter_scores_and_topk`` and ``_bbox_post_process`` (RetinaNet, FCOS,
-  ATSS, GFL, ...): the head's forward outputs are kept with their graph; the ``filter_scores_and_topk`` calls
-  are recorded (each candidate's level, position, anchor and class); ``_bbox_post_process`` gets an index field,
-  which its size filter, NMS and ``max_per_img`` cut carry along. A detection's logit is then
-  ``cls_score[level][image, anchor * classes + class, y, x]``.
+  ATSS, GFL, RTMDet, SSD, ...): the head's forward outputs are kept with their graph; the ``filter_scores_and_topk``
+  calls are recorded (each candidate's level, position, anchor and class); ``_bbox_post_process`` gets an index
+  field, which its size filter, NMS and ``max_per_img`` cut carry along. A detection's logit is then
+  ``cls_score[level][image, anchor * classes + class, y, x]``. YOLOX filters its candidates itself: that filter is
+  recomputed with the same operations.
 - two-stage detectors with a ``StandardRoIHead`` (Faster R-CNN, Mask R-CNN): the RoI head's class logits are kept
   and ``multiclass_nms`` reports the (RoI, class) of each detection it keeps; the graph reaches the neck maps
   through RoIAlign. Proposals are constants (mmdet detaches them).
@@ -32,7 +33,7 @@ __all__ = ["DetectionLogits", "detection_logits"]
 
 _SUPPORTED = (
     "reducer=gradcam supports dense-head detectors that post-process with filter_scores_and_topk (RetinaNet, FCOS, "
-    "ATSS, GFL, ...) and two-stage detectors with a StandardRoIHead (Faster/Mask R-CNN)"
+    "ATSS, GFL, RTMDet, SSD, ...), YOLOX, and two-stage detectors with a StandardRoIHead (Faster/Mask R-CNN)"
 )
 
 
@@ -74,6 +75,21 @@ def _globals_of(cls: type, method: str, name: str, arch: str) -> dict[str, Any]:
     return namespace
 
 
+def _yolox_candidates(outs: Any, image: int, score_thr: float) -> tuple[torch.Tensor, ...]:
+    """(level, position, class) of the candidates YOLOX's ``predict_by_feat`` passes to ``_bbox_post_process``:
+    the positions (all levels flattened) where sigmoid(objectness) * max sigmoid(class) >= ``score_thr``, recomputed
+    with the same operations, so the same ones."""
+    cls_scores, _, objectness = outs
+    flat_cls = torch.cat([c[image].detach().permute(1, 2, 0).reshape(-1, c.shape[1]) for c in cls_scores]).sigmoid()
+    flat_obj = torch.cat([o[image].detach().permute(1, 2, 0).reshape(-1) for o in objectness]).sigmoid()
+    max_scores, labels = torch.max(flat_cls, 1)
+    valid = torch.nonzero(flat_obj * max_scores >= score_thr).squeeze(1)
+    sizes = torch.tensor([c.shape[-2] * c.shape[-1] for c in cls_scores], device=valid.device)
+    starts = torch.cumsum(sizes, 0) - sizes
+    level = torch.repeat_interleave(torch.arange(len(sizes), device=valid.device), sizes)[valid]
+    return level, valid - starts[level], labels[valid]
+
+
 def _dense(model: Any, data: dict[str, Any]) -> tuple[list[Any], list[torch.Tensor]]:
     """Run a single-stage detector; returns its samples and each image's (N,) detection logits."""
     head = model.bbox_head
@@ -86,7 +102,7 @@ def _dense(model: Any, data: dict[str, Any]) -> tuple[list[Any], list[torch.Tens
     )
     outs: list[Any] = []
     pending: list[tuple[torch.Tensor, torch.Tensor]] = []
-    per_image: list[tuple[list[tuple[torch.Tensor, torch.Tensor]], torch.Tensor]] = []
+    per_image: list[tuple[list[tuple[torch.Tensor, torch.Tensor]], Any, torch.Tensor]] = []
 
     def forward(*args: Any, **kwargs: Any) -> Any:
         out = original_forward(*args, **kwargs)
@@ -101,7 +117,8 @@ def _dense(model: Any, data: dict[str, Any]) -> tuple[list[Any], list[torch.Tens
     def post_process(results: Any, *args: Any, **kwargs: Any) -> Any:
         results.featvis_source = torch.arange(len(results), device=results.scores.device)
         out = original_post(results, *args, **kwargs)
-        per_image.append((list(pending), out.pop("featvis_source")))
+        cfg = kwargs.get("cfg", args[0] if args else None) or head.test_cfg
+        per_image.append((list(pending), cfg, out.pop("featvis_source")))
         pending.clear()
         return out
 
@@ -116,15 +133,18 @@ def _dense(model: Any, data: dict[str, Any]) -> tuple[list[Any], list[torch.Tens
     cls_scores = outs[0][0]
     classes = int(head.cls_out_channels)
     logits = []
-    for i, (calls, source) in enumerate(per_image):
-        if len(calls) != len(cls_scores):
+    for i, (calls, cfg, source) in enumerate(per_image):
+        if not calls and type(head).__name__ == "YOLOXHead":
+            level, flat, label = _yolox_candidates(outs[0], i, float(cfg.score_thr))
+        elif len(calls) == len(cls_scores):
+            level = torch.cat([torch.full_like(idx, lvl) for lvl, (idx, _) in enumerate(calls)])
+            flat, label = torch.cat([idx for idx, _ in calls]), torch.cat([lab for _, lab in calls])
+        else:
             raise ModelError(
                 f"{_SUPPORTED}; {type(head).__name__} does not post-process through filter_scores_and_topk "
                 f"({len(calls)} of {len(cls_scores)} levels)"
             )
-        level = torch.cat([torch.full_like(idx, lvl) for lvl, (idx, _) in enumerate(calls)])[source]
-        flat = torch.cat([idx for idx, _ in calls])[source]
-        label = torch.cat([lab for _, lab in calls])[source]
+        level, flat, label = level[source], flat[source], label[source]
         picked = []
         for lvl, k, c in zip(level.tolist(), flat.tolist(), label.tolist(), strict=True):
             score_map = cls_scores[lvl]
