@@ -186,3 +186,33 @@ def test_dense_heads_with_own_or_score_factor_post_processing_are_traced(config,
             assert traced == pytest.approx(score, rel=1e-4)
         else:  # the centerness / objectness factor is below 1
             assert traced >= score - 1e-6
+
+
+def test_batched_cams_equal_one_by_one_for_images_of_different_sizes(tiny_config):
+    from featvis_run.maps.geometry import crop_valid
+    from featvis_run.models.cam_source import CamSource
+    from featvis_run.schema import RecorderConfig
+    from featvis_run.store.cache import ActivationCache
+    from featvis_run.store.images import InputImage
+    from featvis_run.timing import Timer
+
+    mc = ModelConfig(
+        name="tiny", mmdet_config=str(tiny_config), test_scale=[160, 160], cfg_options=["model.test_cfg.score_thr=0.0"]
+    )
+    recorder = RecorderConfig(name="fpn", recorders={"neck": {"source": "neck", "level_prefix": "p"}})
+    source = CamSource(mc, recorder, ActivationCache(None), Timer(), parse_target("top"), 0.0, pool=ModelPool())
+    rng = np.random.default_rng(0)
+    images = [
+        InputImage(f"im{i}", Path(f"im{i}.png"), rng.integers(0, 255, hw, dtype=np.uint8), str(i))
+        for i, hw in enumerate([(90, 160, 3), (160, 70, 3)])
+    ]
+    batched = source.features(images)
+    singles = [source.features([im])[0] for im in images]
+    assert source.forward_passes == 3
+    for one, many in zip(singles, batched, strict=True):
+        np.testing.assert_allclose(many.predictions.boxes, one.predictions.boxes, rtol=1e-4, atol=1e-3)
+        for key, maps in one.features.items():
+            alone = crop_valid(maps, one.geometry)
+            together = crop_valid(many.features[key], many.geometry)
+            assert alone.shape == together.shape, key
+            np.testing.assert_allclose(together, alone, rtol=1e-3, atol=1e-3 * float(np.abs(alone).max()))
