@@ -150,15 +150,3 @@ def test_gradcam_config_composes_with_its_target_and_explained_boxes_are_drawn_w
         DrawSettings.from_config(_compose("reducer=gradcam", "target=det:x"))
     with pytest.raises(ConfigError, match="use_norm"):
         DrawSettings.from_config(_compose("reducer=gradcam", "use_norm=true"))
-
-
-def test_an_unsupported_architecture_is_one_line_naming_what_is_supported():
-    from featvis_run.errors import ModelError
-    from featvis_run.models.mmdet_explain import detection_logits
-
-    class Segmentor(torch.nn.Module):
-        pass
-
-    with pytest.raises(ModelError, match="Segmentor is neither") as err:
-        detection_logits(Segmentor(), {"inputs": torch.zeros(1, 3, 4, 4)})
-    assert "\n" not in str(err.value) and "Faster/Mask R-CNN" in str(err.value)

@@ -216,3 +216,17 @@ def test_batched_cams_equal_one_by_one_for_images_of_different_sizes(tiny_config
             together = crop_valid(many.features[key], many.geometry)
             assert alone.shape == together.shape, key
             np.testing.assert_allclose(together, alone, rtol=1e-3, atol=1e-3 * float(np.abs(alone).max()))
+
+
+def test_an_unsupported_architecture_is_one_line_naming_what_is_supported():
+    import torch
+
+    from featvis_run.errors import ModelError
+    from featvis_run.models.mmdet_explain import detection_logits
+
+    class Segmentor(torch.nn.Module):
+        pass
+
+    with pytest.raises(ModelError, match="Segmentor is neither") as err:
+        detection_logits(Segmentor(), {"inputs": torch.zeros(1, 3, 4, 4)})
+    assert "\n" not in str(err.value) and "Faster/Mask R-CNN" in str(err.value)
