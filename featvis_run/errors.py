@@ -2,7 +2,16 @@
 
 from __future__ import annotations
 
-__all__ = ["FeatvisError", "ConfigError", "InputError", "ModelError", "OutputError", "RecordingError", "RunInterrupted"]
+__all__ = [
+    "ConfigError",
+    "FeatvisError",
+    "InputError",
+    "ModelError",
+    "OutputError",
+    "RecordingError",
+    "RunInterrupted",
+    "TargetNotFound",
+]
 
 
 class FeatvisError(Exception):
@@ -37,3 +46,7 @@ class RunInterrupted(KeyboardInterrupt):
     def __init__(self, done: int, total: int, resume_hint: str):
         super().__init__(f"interrupted after {done} of {total} images; {resume_hint}")
         self.done, self.total = done, total
+
+
+class TargetNotFound(FeatvisError):
+    """``target=...`` matches no detection of an image (``det:5`` with 3 detections, a class not detected)."""

@@ -267,6 +267,7 @@ class Config:
     model_b: ModelConfig | None = None
     recorder_b: RecorderConfig | None = None
     topk: int = 20
+    target: str = "top"
     use_norm: bool = False
     mode: Mode = Mode.draw
     debug: bool = False

@@ -16,7 +16,7 @@ import cv2
 import numpy as np
 
 from featvis_run.drawing.layout import contact_sheet
-from featvis_run.errors import FeatvisError, RunInterrupted
+from featvis_run.errors import FeatvisError, RunInterrupted, TargetNotFound
 from featvis_run.experiments.common import activation_cache, cache_summary, progress_bar, resume_hint
 from featvis_run.experiments.draw import (
     add_run_stats,
@@ -26,6 +26,7 @@ from featvis_run.experiments.draw import (
     prediction_counts,
     reduce_levels,
 )
+from featvis_run.experiments.explain import explained_record, feature_source
 from featvis_run.experiments.inputs import ImageBatches
 from featvis_run.experiments.pipeline import drawing_pool, prefetch
 from featvis_run.experiments.settings import DrawSettings
@@ -70,9 +71,10 @@ class _ImageRun:
         pool: Executor | None = None,
         max_pending: int = 4,
         run_ranges: dict[str, tuple[float, float] | None] | None = None,
+        strict: bool = False,
     ):
         self.source, self.settings, self.folder, self.thumb_height = source, settings, folder, thumb_height
-        self.pool, self.max_pending, self.run_ranges = pool, max_pending, run_ranges
+        self.pool, self.max_pending, self.run_ranges, self.strict = pool, max_pending, run_ranges, strict
         self.pending: deque[_Pending] = deque()
         self.out_dir = folder.out_dir
         self.outputs: list[MapRecord] = []
@@ -86,6 +88,15 @@ class _ImageRun:
         """Draw a batch; if the model fails on the batch, retry its images one by one."""
         try:
             items = self.source.features(batch)
+        except TargetNotFound as err:  # Grad-CAM: this image has nothing the target names
+            if len(batch) > 1:
+                for one in batch:
+                    self.process([one])
+                return
+            if self.strict:
+                raise
+            self.failures.append(Failure(str(batch[0].path), str(err)))
+            return
         except FeatvisError:
             raise  # a config problem (e.g. a bad mapping) fails every image alike
         except Exception as err:
@@ -111,7 +122,8 @@ class _ImageRun:
             counts = prediction_counts(item.predictions, self.settings)
             capped = box_cap_note(im.image_id, counts, self.settings.render.max_boxes)
             notes += [capped] if capped else []
-            image = ImageRecord(os.path.abspath(im.path), g.ori_hw, g.input_hw, **counts)
+            explained = explained_record(self.settings, item.predictions)
+            image = ImageRecord(os.path.abspath(im.path), g.ori_hw, g.input_hw, **counts, **explained)
             futures = [self._submit(job) for job in jobs]
             self.pending.append(_Pending(im.image_id, image, notes, futures))
             while len(self.pending) > self.max_pending:
@@ -226,11 +238,11 @@ def run_images(
     finished = {image_id: entry for image_id, _ in inputs if (entry := folder.finished(image_id))}
     batches = ImageBatches([i for i in inputs if i[0] not in finished], cfg.images.batch_size, strict)
     decoded = list(batches) if strict else batches  # a bad single image fails before the model is planned
-    source = FeatureSource(cfg.model, cfg.recorder, cache, timer)
+    source = feature_source(cfg, settings, cache, timer)
     ranges = run_ranges(source, inputs, settings, cfg.images.batch_size, timer) if settings.scale.needs_stats else None
     begun = time.perf_counter()
     with drawing_pool() as pool:
-        run = _ImageRun(source, settings, folder, thumb_height, pool, run_ranges=ranges)
+        run = _ImageRun(source, settings, folder, thumb_height, pool, run_ranges=ranges, strict=strict)
         try:
             with progress_bar(enabled=not strict) as progress:
                 task = progress.add_task("images", total=len(inputs), rate="") if progress else None

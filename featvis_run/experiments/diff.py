@@ -251,6 +251,11 @@ def run_diff(cfg: Config, out_dir: Path, resolved: dict[str, Any]) -> RunResult:
     if cfg.model_a is None or cfg.model_b is None:
         raise ConfigError("experiment=diff needs two models: model@model_a=retinanet_r101 model@model_b=retinanet_r50")
     settings = DrawSettings.from_config(cfg)
+    if settings.target is not None:
+        raise ConfigError(
+            "experiment=diff compares recorded features, and reducer=gradcam explains one model's detections (the two "
+            "models detect different boxes); run reducer=gradcam per model, or diff with reducer=eigencam"
+        )
     rec_a, rec_b = cfg.recorder, cfg.recorder_b or cfg.recorder
     inputs, strict = _diff_inputs(cfg)
     folder = RunFolder.open(out_dir, resolved, cfg.output.overwrite)

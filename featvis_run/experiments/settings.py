@@ -11,6 +11,7 @@ from featvis_run.drawing.render import RenderOptions
 from featvis_run.errors import ConfigError
 from featvis_run.maps.modes import ArrayExport, ReducerName, ScaleMode
 from featvis_run.maps.scales import ScaleSpec
+from featvis_run.maps.targets import Target, parse_target
 from featvis_run.predictions import Detections, Predictions
 from featvis_run.schema import Config
 
@@ -31,6 +32,7 @@ class DrawSettings:
     draw_predictions: bool = True
     scale: ScaleSpec = field(default_factory=ScaleSpec)
     save_arrays: str = ArrayExport.none.value
+    target: Target | None = None  # what reducer=gradcam explains (None for the other reducers)
 
     @property
     def save_maps(self) -> bool:
@@ -50,6 +52,8 @@ class DrawSettings:
         if isinstance(predictions, Detections):
             if not self.draw_boxes:
                 return None
+            if self.target is not None:  # Grad-CAM: the explained detections, whatever their score
+                return predictions.best(self.render.max_boxes)
             return predictions.above(self.pred_score_thr).best(self.render.max_boxes)
         return predictions
 
@@ -77,6 +81,14 @@ class DrawSettings:
                 raise ConfigError(f"topk={cfg.topk} is invalid with reducer=none: use a positive count, or -1")
             if cfg.topk > 0:
                 check_arrangement(cfg.topk, lay.arrangement)
+        target = None
+        if reducer == ReducerName.gradcam.value:
+            target = parse_target(cfg.target)
+            if cfg.use_norm:
+                raise ConfigError(
+                    "use_norm=true standardizes channels, which reducer=gradcam does not draw (it weights them by "
+                    "their gradient); drop use_norm=true"
+                )
         colormap_id(out.colormap)
         if out.max_boxes is not None and out.max_boxes < 0:
             raise ConfigError(f"output.max_boxes={out.max_boxes} must be 0 or more, or null to draw every box")
@@ -106,6 +118,7 @@ class DrawSettings:
             out.draw_predictions,
             _scale_spec(cfg),
             ArrayExport(out.save_arrays).value,
+            target,
         )
 
 

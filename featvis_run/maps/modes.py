@@ -15,6 +15,8 @@ class ReducerName(str, Enum):
     squeeze_mean = "squeeze_mean"
     select_max = "select_max"
     none = "none"
+    gradcam = "gradcam"  # Grad-CAM of the detections ``target`` names (the model runs with gradients)
+    eigencam = "eigencam"  # projection on the first principal component of the (H*W, C) activations
 
 
 class DiffMode(str, Enum):

@@ -3,7 +3,8 @@
 Semantics follow MMRazor's feature visualization (and MMEngine's ``Visualizer.draw_featmap``):
 ``pixel_wise_max`` is the max over channels, ``squeeze_mean`` the mean over channels, ``select_max`` the channel
 with the largest spatial sum, and ``none`` the ``topk`` channels ranked by spatial sum (``topk=-1``: draw a
-1- or 3-channel map as it is).
+1- or 3-channel map as it is). ``eigencam`` projects on the first principal component (:mod:`featvis_run.maps.cam`);
+``gradcam`` maps are CAMs computed with the model and drawn as they are.
 
 Non-finite values (NaN, infinities: a diverged or broken model) are treated as missing: reductions ignore them, a
 position missing in every channel stays NaN, and channels are ranked by the sum of their finite values.
@@ -17,6 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from featvis_run.errors import ConfigError
+from featvis_run.maps.cam import eigen_cam
 from featvis_run.maps.modes import ReducerName
 
 __all__ = ["ReducedMap", "reduce_channels", "standardize", "topk_channels"]
@@ -107,6 +109,12 @@ def reduce_channels(feat: np.ndarray, reducer: str, topk: int = 20, where: str =
             warnings.simplefilter("ignore", RuntimeWarning)
             fn = np.nanmax if reducer == "pixel_wise_max" else np.nanmean
             return ReducedMap(fn(clean, axis=0, keepdims=True).astype(np.float32), (), reducer)
+    if reducer == ReducerName.eigencam.value:
+        return ReducedMap(eigen_cam(feat), (), reducer)
+    if reducer == ReducerName.gradcam.value:  # the map is a CAM already (one channel)
+        if c != 1:
+            raise ConfigError(f"reducer=gradcam draws CAMs, but {where} has {c} channels (a CAM has 1)")
+        return ReducedMap(feat.astype(np.float32, copy=False), (), reducer)
     if reducer == "select_max":
         (idx,) = topk_channels(feat, 1)
         return ReducedMap(feat[idx : idx + 1], (idx,), reducer)

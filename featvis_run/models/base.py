@@ -21,6 +21,7 @@ from featvis_run.schema import ModelConfig
 __all__ = [
     "BuiltModel",
     "CheckpointInfo",
+    "ExplainedBatch",
     "ImageFeatures",
     "ImageResult",
     "ModelAdapter",
@@ -57,6 +58,15 @@ class PredictionFailed(Exception):
         super().__init__(f"{type(cause).__name__}: {cause}")
         self.geometries = list(geometries)
         self.cause = cause
+
+
+@dataclass(frozen=True)
+class ExplainedBatch:
+    """A batch run for Grad-CAM: each image's geometry and the detections its target explains (original pixels),
+    and ``score``, the sum of their logits over the batch as a scalar tensor whose graph reaches the recorded maps."""
+
+    results: list[ImageResult]
+    score: Any
 
 
 @dataclass(frozen=True)
@@ -133,5 +143,16 @@ class ModelAdapter(Protocol):
 
         Raises:
             PredictionFailed: the model failed after the inputs were prepared (geometry known).
+        """
+        ...
+
+    def explain_batch(
+        self, built: BuiltModel, images: Sequence[np.ndarray], target: Any, score_thr: float
+    ) -> ExplainedBatch:
+        """Run a batch with gradients on and pick the logits of the detections ``target`` explains.
+
+        Raises:
+            ModelError: the model's architecture is not supported (one line, naming what is).
+            TargetNotFound: an image has no detection the target matches.
         """
         ...

@@ -10,7 +10,7 @@ import numpy as np
 
 from featvis_run.errors import FeatvisError, ModelError
 from featvis_run.maps.geometry import Geometry
-from featvis_run.models.base import BuiltModel, ImageResult, PredictionFailed
+from featvis_run.models.base import BuiltModel, ExplainedBatch, ImageResult, PredictionFailed
 from featvis_run.models.openmmlab import OpenMMLabAdapter
 from featvis_run.predictions import Detections
 
@@ -72,6 +72,33 @@ class MmdetAdapter(OpenMMLabAdapter):
                 except Exception as err:
                     raise PredictionFailed(geometries, err) from err
         return [_result(g, sample, built.classes) for g, sample in zip(geometries, samples, strict=True)]
+
+    def explain_batch(
+        self, built: BuiltModel, images: Sequence[np.ndarray], target: Any, score_thr: float
+    ) -> ExplainedBatch:
+        """The batch with gradients on: each image's geometry and the detections ``target`` (a
+        :class:`~featvis_run.maps.targets.Target`) explains, and the sum of their logits (see
+        :mod:`featvis_run.models.mmdet_explain`)."""
+        import torch
+
+        from featvis_run.maps.targets import check_class, select_detections
+        from featvis_run.models.mmdet_explain import detection_logits
+
+        check_class(target, built.classes)
+        with self.scope():
+            datas = [built.pipeline(dict(img=img, img_id=i)) for i, img in enumerate(images)]
+            batch = dict(inputs=[d["inputs"] for d in datas], data_samples=[d["data_samples"] for d in datas])
+            with torch.no_grad():
+                data = built.model.data_preprocessor(batch, False)
+            geometries = [_geometry(sample.metainfo) for sample in data["data_samples"]]
+            found = detection_logits(built.model, data)
+        results, picked = [], []
+        for geometry, det in zip(geometries, found, strict=True):
+            keep = select_detections(target, det.scores, det.labels, built.classes, score_thr)
+            dets = Detections(det.boxes[keep], det.scores[keep], det.labels[keep], built.classes)
+            results.append(ImageResult(geometry, dets))
+            picked.append(det.logits[torch.as_tensor(keep, dtype=torch.long)].sum())
+        return ExplainedBatch(results, torch.stack(picked).sum())
 
 
 def _test_pipeline(dataset: Any) -> Any:

@@ -189,6 +189,13 @@ class OpenMMLabAdapter:
     def run_batch(self, built: BuiltModel, images: Sequence[np.ndarray]) -> list[ImageResult]:
         raise NotImplementedError
 
+    def explain_batch(self, built: BuiltModel, images: Sequence[np.ndarray], target: Any, score_thr: float) -> Any:
+        """Grad-CAM needs detections to explain: libraries without them refuse it in one line."""
+        raise ModelError(
+            f"reducer=gradcam explains detections, and {self.repo} models ({built.plan.config.name}) have none; use "
+            "reducer=eigencam (no target, no gradients)"
+        )
+
     # ---- shared ----
     @contextlib.contextmanager
     def scope(self) -> Iterator[None]:

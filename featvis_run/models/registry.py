@@ -11,11 +11,11 @@ from pathlib import Path
 import numpy as np
 
 from featvis_run.errors import ModelError
-from featvis_run.models.base import BuiltModel, ImageResult, ModelAdapter, ModelPlan
+from featvis_run.models.base import BuiltModel, ExplainedBatch, ImageResult, ModelAdapter, ModelPlan
 from featvis_run.models.pool import ModelPool, shared_pool
 from featvis_run.schema import ModelConfig
 
-__all__ = ["ADAPTERS", "adapter_for", "batch_groups", "build_model", "plan_model", "run_batch"]
+__all__ = ["ADAPTERS", "adapter_for", "batch_groups", "build_model", "explain_batch", "plan_model", "run_batch"]
 
 #: library name -> "module:class" of its adapter (imported on first use: each pulls in torch and the library).
 ADAPTERS = {"mmdet": "featvis_run.models.mmdet:MmdetAdapter", "mmseg": "featvis_run.models.mmseg:MmsegAdapter"}
@@ -74,3 +74,9 @@ def batch_groups(plan: ModelPlan, images: Sequence[np.ndarray]) -> list[list[int
 def run_batch(built: BuiltModel, images: Sequence[np.ndarray]) -> list[ImageResult]:
     """Run BGR images through a built model as one batch (see :meth:`ModelAdapter.run_batch`)."""
     return adapter_for(built.plan.repo, built.plan.key).run_batch(built, images)
+
+
+def explain_batch(built: BuiltModel, images: Sequence[np.ndarray], target: object, score_thr: float) -> ExplainedBatch:
+    """Run BGR images with gradients on and pick the logits ``target`` explains (see
+    :meth:`ModelAdapter.explain_batch`)."""
+    return adapter_for(built.plan.repo, built.plan.key).explain_batch(built, images, target, score_thr)

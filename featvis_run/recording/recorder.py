@@ -93,6 +93,7 @@ class FeatureRecorder:
         recorders: what to record, by recorder name.
         mappings: levels to check as soon as their call is recorded (structure only).
         batch: images per forward pass (mappings are checked against it).
+        keep_graph: keep recorded tensors attached to the autograd graph (for gradients to them: Grad-CAM).
     """
 
     def __init__(
@@ -101,8 +102,10 @@ class FeatureRecorder:
         recorders: Mapping[str, RecorderSpec],
         mappings: Mapping[str, MappingSpec] | None = None,
         batch: int = 1,
+        keep_graph: bool = False,
     ):
         self.model = model
+        self._keep: Callable[[Any], Any] = (lambda x: x) if keep_graph else _detach
         self.specs = dict(recorders)
         self.mappings = dict(mappings or {})
         self.batch = batch
@@ -187,10 +190,10 @@ class FeatureRecorder:
             add = self._store(name)
             target = self._targets[name]
             if spec.type is RecorderType.module_outputs:
-                handle = target.register_forward_hook(lambda m, i, o, add=add: add(_detach(o)))
+                handle = target.register_forward_hook(lambda m, i, o, add=add: add(self._keep(o)))
                 self._undo.append(handle.remove)
             elif spec.type is RecorderType.module_inputs:
-                handle = target.register_forward_pre_hook(lambda m, i, add=add: add(_detach(i)))
+                handle = target.register_forward_pre_hook(lambda m, i, add=add: add(self._keep(i)))
                 self._undo.append(handle.remove)
             elif spec.type is RecorderType.encoder_memory:
                 self._wrap_encoder(target, add)
@@ -216,7 +219,7 @@ class FeatureRecorder:
         def forward_encoder(*args: Any, **kwargs: Any) -> Any:
             out = encode(*args, **kwargs)
             memory = out["memory"] if isinstance(out, Mapping) else out
-            add(SpatialTokens(memory.detach(), _encoder_levels(kwargs, memory, feat_shapes)))
+            add(SpatialTokens(self._keep(memory), _encoder_levels(kwargs, memory, feat_shapes)))
             return out
 
         for attr, fn in (("pre_transformer", pre_transformer), (method, forward_encoder)):
@@ -240,9 +243,9 @@ class FeatureRecorder:
         def wrapper(*args: Any, **kwargs: Any) -> Any:
             out = original(*args, **kwargs)
             if inputs:
-                add(_detach([*args[skip:], *(kwargs[k] for k in params if k in kwargs)]))
+                add(self._keep([*args[skip:], *(kwargs[k] for k in params if k in kwargs)]))
             else:
-                add(_detach(out))
+                add(self._keep(out))
             return out
 
         replacement: Any = wrapper

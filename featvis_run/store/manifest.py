@@ -41,6 +41,7 @@ class ImageRecord:
     detections: int | None = None  # a detector's boxes scoring at least output.pred_score_thr
     boxes_drawn: int | None = None  # of those, the ones drawn (at most output.max_boxes, the best by score)
     classes_predicted: int | None = None  # a segmentor's classes present in its class map
+    explained: dict[str, Any] | None = None  # reducer=gradcam: the target and the detections it explained
 
 
 @dataclass(frozen=True)
