@@ -9,7 +9,15 @@ import cv2
 import numpy as np
 
 from featvis_run.drawing.boxes import draw_detections
-from featvis_run.drawing.colour import MISSING, blend, colorize, colorize_signed, paint_missing, to_uint8
+from featvis_run.drawing.colour import (
+    MISSING,
+    blend,
+    colorize,
+    colorize_signed,
+    colormap_id,
+    paint_missing,
+    to_uint8,
+)
 from featvis_run.drawing.layout import check_arrangement, magnify, tile_grid
 from featvis_run.drawing.masks import draw_segmentation
 from featvis_run.maps.geometry import Geometry, upsample_to_canvas
@@ -34,6 +42,7 @@ class RenderOptions:
     gap: int = 2
     label: bool = True
     signed: bool = False  # diverging colormap centred on 0 (signed diffs) instead of min-max scaling
+    value_range: tuple[float, float] | None = None  # None: min-max per map; (lo, hi): colours over it, values clipped
 
 
 def _shrink(image: np.ndarray, max_side: int | None) -> np.ndarray:
@@ -66,7 +75,14 @@ def _draw_one(
 
 
 def _colorize(map2d: np.ndarray, opts: RenderOptions) -> np.ndarray:
-    return colorize_signed(map2d) if opts.signed else colorize(map2d, opts.colormap)
+    if opts.signed:
+        return colorize_signed(map2d)
+    if opts.value_range is not None:  # one fixed range (e.g. shared by frames): lo -> 0, hi -> 255, clipped
+        lo, hi = (float(v) for v in opts.value_range)
+        scaled = (np.clip(np.nan_to_num(map2d, nan=lo), lo, hi) - lo) * (255.0 / (hi - lo) if hi > lo else 0.0)
+        u8 = np.floor(scaled).astype(np.uint8)
+        return paint_missing(cv2.applyColorMap(u8, colormap_id(opts.colormap)), map2d)
+    return colorize(map2d, opts.colormap)
 
 
 def _empty(like: np.ndarray) -> np.ndarray:
