@@ -19,6 +19,7 @@ Importing this module imports mmengine only; everything else is imported when tr
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,15 @@ from mmengine.hooks import Hook
 from mmengine.registry import HOOKS
 
 __all__ = ["FeatvisHook"]
+
+
+def _plain(value: Any) -> Any:
+    """``value`` with every mapping a plain dict and every tuple a list (mmengine configs give ConfigDicts)."""
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
 
 
 @HOOKS.register_module()
@@ -72,18 +82,20 @@ class FeatvisHook(Hook):
         frame_ms: int = 700,
         repo: str = "mmdet",
     ):
-        self.interval, self.by_epoch, self.images_spec, self.out_dir = interval, by_epoch, images, out_dir
+        self.interval, self.by_epoch, self.images_spec, self.out_dir = interval, by_epoch, _plain(images), out_dir
         self.to_backends, self.summary, self.repo = to_backends, summary, repo
-        self.draw_options = dict(
-            recorder=recorder,
-            reducer=reducer,
-            topk=topk,
-            use_norm=use_norm,
-            output=output,
-            layout=layout,
-            output_options=output_options,
-            layout_options=layout_options,
-            frame_ms=frame_ms,
+        self.draw_options = _plain(  # a config file gives mmengine ConfigDicts, which OmegaConf refuses
+            dict(
+                recorder=recorder,
+                reducer=reducer,
+                topk=topk,
+                use_norm=use_norm,
+                output=output,
+                layout=layout,
+                output_options=output_options,
+                layout_options=layout_options,
+                frame_ms=frame_ms,
+            )
         )
         self.options = {"interval": interval, "by_epoch": by_epoch, "images": images, **self.draw_options}
         self.failed: str | None = None

@@ -133,7 +133,10 @@ def _train(scenes: Path, work_dir: Path, hook: dict, iters: int = 5, epochs: int
 
 @pytest.mark.slow
 def test_hook_in_a_short_training_run(scenes, scene_image, tmp_path, one_thread):
-    hook = dict(type="FeatvisHook", interval=2, images=[str(scene_image)], reducer="select_max")
+    # through the runner's config, options arrive as mmengine ConfigDicts
+    hook = dict(
+        type="FeatvisHook", interval=2, images=[str(scene_image)], reducer="select_max", output_options={"alpha": 0.7}
+    )
     runner, probe = _train(scenes, tmp_path / "wd", hook)
     root = tmp_path / "wd" / "featvis"
     assert sorted(p.name for p in root.iterdir()) == ["evolution", "iter_2", "iter_4", "iter_5"]  # + the final step
