@@ -98,7 +98,9 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
-def _train(scenes: Path, work_dir: Path, hook: dict, iters: int = 5, epochs: int | None = None):
+def _train(
+    scenes: Path, work_dir: Path, hook: dict, iters: int = 5, epochs: int | None = None, save_every: int | None = None
+):
     from mmengine.hooks import Hook
     from mmengine.runner import Runner
 
@@ -106,7 +108,10 @@ def _train(scenes: Path, work_dir: Path, hook: dict, iters: int = 5, epochs: int
     from featvis_run.demo.training import demo_training_config
 
     cfg = demo_training_config(scenes, work_dir, iters, hook, batch_size=2, log_interval=1)
-    cfg.default_hooks.checkpoint = None
+    if save_every is None:
+        cfg.default_hooks.checkpoint = None
+    else:
+        cfg.default_hooks.checkpoint = dict(type="CheckpointHook", interval=save_every, by_epoch=False)
     if epochs is not None:  # 8 scenes in batches of 2: 4 iterations per epoch
         cfg.train_cfg = dict(type="EpochBasedTrainLoop", max_epochs=epochs)
         cfg.train_dataloader.sampler = dict(type="DefaultSampler", shuffle=True)
@@ -178,3 +183,33 @@ def test_hook_by_epoch_draws_once_per_epoch(scenes, scene_image, tmp_path, one_t
     root = tmp_path / "wd" / "featvis"
     assert runner.epoch == 2 and len(probe.seen) == 8
     assert sorted(p.name for p in root.iterdir()) == ["epoch_1", "epoch_2"]  # no summary, no extra final call
+
+
+@pytest.mark.slow
+def test_the_hooks_summary_matches_experiment_checkpoints_on_the_saved_checkpoints(
+    scenes, scene_image, tmp_path, one_thread
+):
+    from .test_cli import run_cli
+
+    hook = dict(type="FeatvisHook", interval=2, images=[str(scene_image)], reducer="select_max")
+    _train(scenes, tmp_path / "wd", hook, iters=4, save_every=2)
+    summary = json.loads((tmp_path / "wd" / "featvis" / "evolution" / "manifest.json").read_text())
+    out = tmp_path / "ck"
+    proc = run_cli(
+        "experiment=checkpoints",
+        f"checkpoints={tmp_path / 'wd'}/iter_*.pth",
+        "model.trust_checkpoint=true",  # mmengine's checkpoints pickle its message hub
+        f"image={scene_image}",
+        "reducer=select_max",
+        "cache=off",
+        f"output.dir={out}",
+    )
+    assert proc.returncode == 0, proc.stderr
+    run = json.loads((out / "manifest.json").read_text())
+    assert [c["checkpoint"] for c in run["checkpoints"]] == summary["calls"] == ["iter_2", "iter_4"]
+    for hooked, saved in zip(summary["levels"], run["levels"], strict=True):
+        assert hooked["channels"] == saved["channels"]
+        assert hooked["scale"] == pytest.approx(saved["scale"], rel=2e-3, abs=1e-3)  # the hook keeps float16 maps
+        for a, b in zip(hooked["change"], saved["change"], strict=True):
+            assert a["mean_abs_diff"] == pytest.approx(b["mean_abs_diff"], rel=5e-3, abs=1e-4)
+            assert a["cka"] == pytest.approx(b["cka"], abs=2e-3)
