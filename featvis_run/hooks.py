@@ -104,17 +104,21 @@ class FeatvisHook(Hook):
 
     # ---- mmengine's hook points ----
     def before_train(self, runner: Any) -> None:
+        """Check the options, read the images and prepare the model's test pipeline."""
         self._guard(runner, "setting up", lambda: self._setup(runner))
 
     def after_train_iter(self, runner: Any, batch_idx: int, data_batch: Any = None, outputs: Any = None) -> None:
+        """Draw every ``interval`` iterations (unless ``by_epoch``)."""
         if not self.by_epoch and self.every_n_train_iters(runner, self.interval):
             self._guard(runner, "drawing", lambda: self._draw(runner, f"iter_{runner.iter + 1}", runner.iter + 1))
 
     def after_train_epoch(self, runner: Any) -> None:
+        """Draw every ``interval`` epochs (with ``by_epoch``)."""
         if self.by_epoch and self.every_n_epochs(runner, self.interval):
             self._guard(runner, "drawing", lambda: self._draw(runner, f"epoch_{runner.epoch + 1}", runner.epoch + 1))
 
     def after_train(self, runner: Any) -> None:
+        """Draw the final weights if the last step was not drawn, then the summary over every call."""
         step = runner.epoch if self.by_epoch else runner.iter
         tag = f"{'epoch' if self.by_epoch else 'iter'}_{step}"
         if step > 0 and tag not in self.drawn:  # the final weights, when the interval did not end on them
