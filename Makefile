@@ -57,7 +57,7 @@ CHECKPOINT_B ?=
 MODEL_ARGS = $(if $(MODEL),model=$(MODEL),) $(if $(CHECKPOINT),model.checkpoint=$(CHECKPOINT),)
 INPUT_ARGS = $(if $(IMAGES),experiment=multi_image images=$(IMAGES),)
 REDUCERS := pixel_wise_max,squeeze_mean,select_max,none
-.PHONY: report-fpn report-backbone report-topk report-diff report-sweep bench clean-cache demo-model
+.PHONY: report-fpn report-backbone report-topk report-diff report-sweep bench clean-cache demo-model train-hook-demo
 
 report-fpn: ## Every FPN level with the four reducers (MODEL=, CHECKPOINT=, IMAGES=)
 	$(FEATVIS) -m $(MODEL_ARGS) $(INPUT_ARGS) recorder=fpn reducer=$(REDUCERS) topk=8 hydra.sweep.dir=$(REPORTS)/fpn/$(STAMP)
@@ -86,6 +86,9 @@ bench: ## Benchmark: cached sweep vs cold runs, rendering vs MMEngine (writes be
 
 demo-model: ## Retrain the shipped demo model from scratch (~16 min on 2 CPU cores; writes featvis_run/assets/)
 	$(BIN)/python scripts/train_demo_model.py --threads 2
+
+train-hook-demo: ## Train the demo detector 60 iterations with FeatvisHook every 20 (~1-3 min on 2 CPU cores)
+	$(BIN)/python scripts/train_hook_demo.py --iters 60 --interval 20
 
 clean-cache: ## Delete the activation cache (outputs/cache)
 	rm -rf outputs/cache

@@ -223,12 +223,13 @@ class OutputConfig:
 
 @dataclass
 class ExperimentConfig:
-    """``single``, ``multi_image`` or ``diff``, with the options of the latter two."""
+    """``single``, ``multi_image``, ``diff`` or ``checkpoints``, with their options."""
 
     name: str = "single"
     contact_sheet: bool = True
     contact_tile: int = 160
     diff_mode: DiffMode = DiffMode.abs
+    frame_ms: int = 700  # checkpoints: how long each frame of a level's GIF shows
 
 
 @dataclass
@@ -263,6 +264,7 @@ class Config:
     cache: CacheConfig = MISSING
     image: str | None = None
     images: ImagesConfig = field(default_factory=ImagesConfig)
+    checkpoints: Any = None  # experiment=checkpoints: a checkpoint file, glob, folder (its *.pth), or a list
     model_a: ModelConfig | None = None
     model_b: ModelConfig | None = None
     recorder_b: RecorderConfig | None = None

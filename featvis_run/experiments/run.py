@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from featvis_run.errors import ConfigError
+from featvis_run.experiments.checkpoints import run_checkpoints
 from featvis_run.experiments.diff import run_diff
 from featvis_run.experiments.multi_image import run_multi_image
 from featvis_run.experiments.single import run_single
@@ -21,6 +22,7 @@ EXPERIMENTS: dict[str, Callable[[Config, Path, dict[str, Any]], RunResult]] = {
     "single": run_single,
     "multi_image": run_multi_image,
     "diff": run_diff,
+    "checkpoints": run_checkpoints,
 }
 
 

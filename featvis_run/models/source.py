@@ -14,13 +14,44 @@ from featvis_run.models.base import BuiltModel, CheckpointInfo, ImageFeatures, I
 from featvis_run.models.pool import ModelPool
 from featvis_run.models.registry import batch_groups, build_model, plan_model, run_batch
 from featvis_run.recording.levels import extract_levels
-from featvis_run.schema import ModelConfig, RecorderConfig
+from featvis_run.schema import MappingSpec, ModelConfig, RecorderConfig, RecorderSpec
 from featvis_run.store.cache import ActivationCache
 from featvis_run.store.images import InputImage
 from featvis_run.store.manifest import ModelRecord
 from featvis_run.timing import Timer
 
-__all__ = ["FeatureSource"]
+__all__ = ["FeatureSource", "record_batch"]
+
+
+def record_batch(
+    built: BuiltModel,
+    arrays: Sequence[np.ndarray],
+    recorders: dict[str, RecorderSpec],
+    mappings: dict[str, MappingSpec],
+) -> list[ImageFeatures]:
+    """One forward pass of ``built`` over BGR images with the recorders attached: each image's maps, geometry and
+    predictions (maps recorded before a failing head are kept, with a note)."""
+    from featvis_run.recording.recorder import FeatureRecorder
+
+    recorder = FeatureRecorder(built.model, recorders, mappings, batch=len(arrays))
+    failure: PredictionFailed | None = None
+    with recorder:
+        try:
+            results = run_batch(built, arrays)
+        except PredictionFailed as err:  # keep what was recorded before the head failed
+            failure = err
+            note = f"the model failed after its inputs were prepared ({err}); maps drawn without predictions"
+            results = [ImageResult(g, None, (note,)) for g in err.geometries]
+    try:
+        levels = extract_levels(recorder.records, recorders, mappings, len(arrays), results[0].geometry.input_hw)
+    except RecordingError:
+        if failure is not None:  # it failed before the recorded layers ran: that is the error to report
+            raise failure.cause from None
+        raise
+    return [
+        ImageFeatures(r.geometry, r.predictions, {key: maps[i] for key, maps in levels.items()}, r.notes)
+        for i, r in enumerate(results)
+    ]
 
 
 class FeatureSource:
@@ -147,32 +178,11 @@ class FeatureSource:
         return [item for item in out if item is not None]
 
     def _forward_pass(self, built: BuiltModel, arrays: Sequence[np.ndarray]) -> list[ImageFeatures]:
-        from featvis_run.recording.recorder import FeatureRecorder
-
-        recorder = FeatureRecorder(built.model, self.recorders, self.mappings, batch=len(arrays))
         started = time.perf_counter()
-        failure: PredictionFailed | None = None
-        with recorder:
-            try:
-                results = run_batch(built, arrays)
-            except PredictionFailed as err:  # keep what was recorded before the head failed
-                failure = err
-                note = f"the model failed after its inputs were prepared ({err}); maps drawn without predictions"
-                results = [ImageResult(g, None, (note,)) for g in err.geometries]
+        items = record_batch(built, arrays, self.recorders, self.mappings)
         self.forward_passes += 1
         self.timer.add("forward", started)
-        try:
-            levels = extract_levels(
-                recorder.records, self.recorders, self.mappings, len(arrays), results[0].geometry.input_hw
-            )
-        except RecordingError:
-            if failure is not None:  # it failed before the recorded layers ran: that is the error to report
-                raise failure.cause from None
-            raise
-        return [
-            ImageFeatures(r.geometry, r.predictions, {key: maps[i] for key, maps in levels.items()}, r.notes)
-            for i, r in enumerate(results)
-        ]
+        return items
 
     def model_record(self) -> ModelRecord:
         """The manifest's description of the model (key-match counts from the build, or as the cache kept them)."""

@@ -66,6 +66,8 @@ def print_summary(result: RunResult, console: Console | None = None) -> None:
             )
     if "comparisons" in result.extra:
         console.print(_diff_table(result))
+    elif result.experiment == "checkpoints":
+        console.print(_checkpoints_table(result))
     else:
         console.print(_outputs_table(result) if result.experiment == "single" else _levels_table(result))
     for note in result.notes:
@@ -135,6 +137,23 @@ def _span(values: Sequence[int]) -> str:
 
 def _num(v: Any) -> str:
     return "-" if v is None else f"{v:.4f}"
+
+
+def _checkpoints_table(result: RunResult) -> Table:
+    """Per image and level of ``experiment=checkpoints``: the shared colour range, the first checkpoint's change to
+    the last (mean |A - B|, CKA) and the GIF."""
+    ckpts = result.extra.get("checkpoints", [])
+    ok = [c["checkpoint"] for c in ckpts if c["status"] == "ok"]
+    title = f"checkpoints: {len(ok)} of {len(ckpts)} loaded ({', '.join(ok) or '-'}), {len(result.images)} images"
+    table = Table(title=title)
+    for col in ("image", "layer", "level", "scale", f"{ok[0] if ok else 'first'} vs last: mean|A-B|", "CKA", "gif"):
+        table.add_column(col, overflow="fold")
+    for lv in result.extra.get("levels", []):
+        first = lv["change"][0] if lv["change"] else {}
+        scale = "-" if lv["scale"] is None else f"{lv['scale'][0]:.3g}..{lv['scale'][1]:.3g}"
+        row = (lv["image"], lv["layer"], lv["level"], scale, _num(first.get("mean_abs_diff")), _num(first.get("cka")))
+        table.add_row(*row, lv["gif"])
+    return table
 
 
 def _diff_table(result: RunResult) -> Table:

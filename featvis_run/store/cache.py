@@ -43,7 +43,15 @@ from featvis_run.predictions import Detections, Predictions, SegmentationMap
 from featvis_run.recording.levels import LevelKey
 from featvis_run.store.outputs import write_bytes
 
-__all__ = ["ActivationCache", "CacheStats", "dequantize", "library_versions", "quantize_level"]
+__all__ = [
+    "ActivationCache",
+    "CacheStats",
+    "decode_features",
+    "dequantize",
+    "encode_features",
+    "library_versions",
+    "quantize_level",
+]
 
 _LIBRARIES = ("featvis-run", "torch", "mmcv", "mmdet", "mmengine", "mmsegmentation", "numpy")
 _FORMAT = 5
@@ -128,6 +136,16 @@ def _decode(path: Path) -> ImageFeatures:
         elif kind == "SegmentationMap":
             pred = SegmentationMap(data["seg_labels"], names, data["palette"])
     return ImageFeatures(Geometry(ori, img, inp, offset), pred, features, tuple(meta.get("notes", ())))
+
+
+def encode_features(item: ImageFeatures) -> bytes:
+    """One image's maps, geometry and predictions as the cache stores them (float16 levels, compressed npz)."""
+    return _encode(item)
+
+
+def decode_features(path: Path) -> ImageFeatures:
+    """The :class:`ImageFeatures` an :func:`encode_features` file holds (float32 maps)."""
+    return _decode(path)
 
 
 @dataclass
