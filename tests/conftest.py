@@ -11,6 +11,13 @@ import cv2
 import numpy as np
 import pytest
 
+from .random_order import (  # noqa: F401  (hooks: random test order unless pytest-randomly does it)
+    pytest_addoption,
+    pytest_collection_modifyitems,
+    pytest_report_header,
+    pytest_terminal_summary,
+)
+
 REPO = Path(__file__).resolve().parents[1]
 CONF_DIR = REPO / "conf"
 

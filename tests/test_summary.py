@@ -30,3 +30,29 @@ def test_levels_table_shows_the_range_of_valid_grids_per_axis():
         console.print(_levels_table(result))
     row = next(line for line in cap.get().splitlines() if "p3" in line)
     assert "60-80 x 60-80" in row, row
+
+
+def test_the_summary_prints_the_cache_counters():
+    from featvis_run.report.summary import print_summary
+
+    cache = {
+        "enabled": True,
+        "dir": "/c",
+        "turned_off": None,
+        "hits": 3,
+        "misses": 2,
+        "corrupt_recomputed": 0,
+        "written_bytes": 10,
+        "evicted_entries": 4,
+        "evicted_bytes": 9,
+        "size_bytes": 2_500_000,
+        "max_bytes": 4e9,
+    }
+    result = RunResult(
+        "multi_image", Path("."), {}, (), (), (), extra={"cache": cache, "cache_hit": False, "forward_passes": 2}
+    )
+    console = make_console()
+    with console.capture() as cap:
+        print_summary(result, console)
+    line = next(line for line in cap.get().splitlines() if line.startswith("cache"))
+    assert line == "cache miss: 2 forward pass(es), 3 hit(s), 2 miss(es), 2.5 MB of 4 GB, 4 evicted in /c", line
