@@ -91,6 +91,8 @@ def tiny_checkpoint(tiny_config: Path, tmp_path_factory: pytest.TempPathFactory)
 @pytest.fixture(autouse=True)
 def _fresh_model_pool() -> None:
     """No test reuses a model another test built in this process (in-process reuse is tested explicitly)."""
+    from featvis_run import hashing
     from featvis_run.models.pool import shared_pool
 
     shared_pool().clear()
+    hashing._MEMO.clear()  # file digests remembered in memory (the on-disk store is this session's own)

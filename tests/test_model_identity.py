@@ -132,3 +132,22 @@ def test_the_shared_pool_starts_empty_in_every_test(step):
     assert len(pool) == 0 and not pool._plans
     pool.get(f"left-by-{step}", lambda: SimpleNamespace())
     pool.plan(f"plan-left-by-{step}", lambda: SimpleNamespace())
+
+
+def test_build_model_reuses_a_model_built_earlier_in_this_process(monkeypatch):
+    """README: within one process (Hydra's basic launcher) a built model is reused; another seed is another model."""
+    from featvis_run.models import registry
+
+    built = []
+
+    class CountingAdapter:
+        def build(self, plan):
+            built.append(plan.config.seed)
+            return SimpleNamespace(plan=plan)
+
+    pool = ModelPool()
+    plans = [plan_model(ModelConfig(name="demo", mmdet_config=DEMO, seed=seed), pool=pool) for seed in (0, 0, 5)]
+    monkeypatch.setattr(registry, "adapter_for", lambda repo, key="model": CountingAdapter())  # no real build
+    (first, reused_first), (again, reused_again), (other, reused_other) = (registry.build_model(p, pool) for p in plans)
+    assert (reused_first, reused_again, reused_other) == (False, True, False)
+    assert again is first and other is not first and built == [0, 5]
