@@ -57,7 +57,8 @@ def test_default_run_is_the_shipped_demo_model_on_the_demo_scene(tmp_path):
     # Hydra's record of the composed config and the overrides, in output.dir
     assert (out / ".hydra/overrides.yaml").read_text().strip() == f"- output.dir='{out}'"  # path values quoted
     recorded = (out / ".hydra/config.yaml").read_text()
-    assert "name: demo_shapes" in recorded and "reducer:" in recorded and (out / ".hydra/hydra.yaml").is_file()
+    assert "mmdet_config: pkg://featvis_run/demo/demo_shapes_config.py" in recorded and "reducer:" in recorded
+    assert (out / ".hydra/hydra.yaml").is_file()
 
 
 def test_real_retinanet_r50_random_init_writes_every_fpn_level(scene_image, tmp_path):

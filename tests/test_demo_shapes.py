@@ -305,8 +305,8 @@ def test_average_precision_by_hand():
 
 @pytest.mark.slow
 def test_held_out_map_at_iou_half_measured_here_not_read_from_the_training_metrics(demo_model):
-    """The README's quality claim (mAP@0.5 0.956 with CocoMetric on 300 held-out images), checked on the first 24
-    of the same held-out scenes with a plain VOC-style AP computed in this test (0.96 measured on 40)."""
+    """The README's quality claim (mAP@0.5 0.956 with CocoMetric on 300 held-out images), checked on the first 16
+    of the same held-out scenes with a plain VOC-style AP computed in this test (measured: 0.97; 0.96 on 40)."""
     import torch
     from mmcv.transforms import Compose
 
@@ -315,7 +315,7 @@ def test_held_out_map_at_iou_half_measured_here_not_read_from_the_training_metri
     pipeline[0] = dict(type="mmdet.LoadImageFromNDArray")
     pipeline = Compose(pipeline)
     per_class = {c: ([], [], 0) for c in range(len(CLASSES))}  # scores, hits, number of objects
-    for seed in scene_seeds(0 + 1_000_003, 24):  # the training script's held-out seeds (train seed 0)
+    for seed in scene_seeds(0 + 1_000_003, 16):  # the training script's held-out seeds (train seed 0)
         scene = make_scene(seed, (480, 640), min_size=12, max_size=340)
         data = pipeline(dict(img=np.ascontiguousarray(scene.image), img_id=0))
         with torch.no_grad():
