@@ -1,11 +1,12 @@
 """``make mutation-check``: apply each mutant of ``scripts/mutants.toml`` to a temporary copy of the source tree, run
 the fast tests against it, and fail unless every mutant is killed.
 
-The real files are never touched: the package, configs, Hydra plugins, tests and ``pyproject.toml`` are copied into
-a temporary folder once; each mutant edits one file of the copy, pytest runs there (``PYTHONPATH`` points at the
-copy, bytecode is not written, random ordering is off), and the file is restored. A mutant runs its ``tests`` first
-with ``-x`` (a killed mutant costs a few seconds) and, only if those pass, the rest of the fast suite
-(``-m "not slow"``). The first failing test id is the killer.
+The real files are never touched: the package, configs, Hydra plugins, tests, scripts, ``pyproject.toml``, the
+Makefile and the README are copied into a temporary folder once, and the fast suite must pass there unmutated (else
+a failing test would "kill" every mutant). Then each mutant edits one file of the copy, pytest runs there
+(``PYTHONPATH`` points at the copy, bytecode is not written, random ordering is off), and the file is restored. A
+mutant runs its ``tests`` first with ``-x`` (a killed mutant costs a few seconds) and, only if those pass, the rest of
+the fast suite (``-m "not slow"``). The first failing test id is the killer.
 
 Exit code 0 when every mutant is killed; 1 on a survivor, or on a stale mutant (its pattern is not found exactly once
 in its file: the source changed and the mutant must be updated). ``--report PATH`` also writes the table as
@@ -36,7 +37,7 @@ from mutants import MUTANTS, Mutant  # noqa: E402  (a sibling module of this scr
 __all__ = ["Outcome", "apply_mutant", "first_failure", "main", "run_mutant"]
 
 REPO = Path(__file__).resolve().parents[1]
-COPIED = ("featvis_run", "conf", "hydra_plugins", "tests", "pyproject.toml")
+COPIED = ("featvis_run", "conf", "hydra_plugins", "tests", "scripts", "pyproject.toml", "Makefile", "README.md")
 _FAILED = re.compile(r"^(?:FAILED|ERROR) (\S+)", re.MULTILINE)
 
 
@@ -131,6 +132,18 @@ def _check_copy_is_imported(root: Path) -> None:
         raise SystemExit(f"mutation-check: the tests would import {out.stdout.strip()}, not the copy in {root}")
 
 
+def _check_baseline(root: Path, timeout: float) -> None:
+    """The fast suite must pass on the unmutated copy, or a failing test would "kill" every mutant."""
+    started = time.perf_counter()
+    code, output = _pytest(root, ["tests"], timeout)
+    if code != 0:
+        raise SystemExit(
+            f"mutation-check: the fast tests fail without any mutant ({first_failure(output) or f'exit {code}'}); "
+            "fix them first"
+        )
+    print(f"baseline: the fast tests pass on the unmutated copy ({_since(started):.0f} s)", flush=True)
+
+
 def _table(outcomes: list[Outcome]) -> str:
     lines = ["| # | mutant | file | area | status | killed by | s |", "|---|---|---|---|---|---|---|"]
     for i, o in enumerate(outcomes, 1):
@@ -160,6 +173,7 @@ def main(argv: list[str] | None = None) -> int:
         root = Path(tmp)
         _copy_tree(root)
         _check_copy_is_imported(root)
+        _check_baseline(root, args.timeout)
         for i, mutant in enumerate(chosen, 1):
             outcome = run_mutant(root, mutant, args.timeout, args.quick)
             outcomes.append(outcome)
