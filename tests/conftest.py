@@ -11,6 +11,13 @@ import cv2
 import numpy as np
 import pytest
 
+from .random_order import (  # noqa: F401  (hooks: random test order unless pytest-randomly does it)
+    pytest_addoption,
+    pytest_collection_modifyitems,
+    pytest_report_header,
+    pytest_terminal_summary,
+)
+
 REPO = Path(__file__).resolve().parents[1]
 CONF_DIR = REPO / "conf"
 
@@ -84,6 +91,8 @@ def tiny_checkpoint(tiny_config: Path, tmp_path_factory: pytest.TempPathFactory)
 @pytest.fixture(autouse=True)
 def _fresh_model_pool() -> None:
     """No test reuses a model another test built in this process (in-process reuse is tested explicitly)."""
+    from featvis_run import hashing
     from featvis_run.models.pool import shared_pool
 
     shared_pool().clear()
+    hashing._MEMO.clear()  # file digests remembered in memory (the on-disk store is this session's own)

@@ -208,3 +208,18 @@ def test_second_run_with_other_drawing_options_hits_the_cache(scene_image, tmp_p
     off = run_cli(*common, "cache=off", f"output.dir={tmp_path / 'd'}")
     m4 = json.loads((tmp_path / "d/manifest.json").read_text())
     assert off.returncode == 0 and m4["forward_passes"] == 1 and m4["cache"]["written_bytes"] == 0
+
+
+def test_entries_are_replaced_by_rename_never_rewritten_in_place(tmp_path):
+    """Atomic writes: a reader holding the old file (here a hard link to it) keeps the complete old entry."""
+    cache = ActivationCache(tmp_path / "c")
+    key = cache.key("m", "i", {})
+    cache.put(key, item(0))
+    path = cache._path(key)
+    held = tmp_path / "held.npz"
+    os.link(path, held)
+    old_bytes = held.read_bytes()
+    cache.put(key, item(1))
+    assert held.read_bytes() == old_bytes  # an in-place write would have changed the shared inode
+    assert os.stat(path).st_ino != os.stat(held).st_ino and path.read_bytes() != old_bytes
+    assert sorted(p.name for p in path.parent.iterdir()) == [path.name]  # no temp file beside the entry

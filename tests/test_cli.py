@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import console_script
+from .conftest import REPO, console_script
 
 pytestmark = pytest.mark.slow
 
@@ -44,6 +44,21 @@ def test_default_run_is_the_shipped_demo_model_on_the_demo_scene(tmp_path):
     # the demo scene holds 10 objects; the trained detector finds them (boxes drawn at score >= 0.3)
     assert 10 <= m["images"][0]["detections"] <= 14, m["images"][0]
     assert "RANDOM INIT" not in proc.stdout
+    # "with boxes": pure green box lines run along every annotated object's outline (within 4 px, on >= 60% of it)
+    import cv2
+    import numpy as np
+
+    green = np.all(cv2.imread(str(out / "demo_scene/neck/p3.png")) == (0, 255, 0), axis=-1).astype(np.uint8)
+    near = cv2.dilate(green, np.ones((9, 9), np.uint8)).astype(bool)
+    for obj in json.loads((REPO / "featvis_run/assets/demo_scene.json").read_text())["objects"]:
+        x1, y1, x2, y2 = (int(round(v)) for v in obj["bbox"])
+        outline = np.concatenate([near[y1, x1:x2], near[y2 - 1, x1:x2], near[y1:y2, x1], near[y1:y2, x2 - 1]])
+        assert outline.mean() >= 0.6, (obj, outline.mean())
+    # Hydra's record of the composed config and the overrides, in output.dir
+    assert (out / ".hydra/overrides.yaml").read_text().strip() == f"- output.dir='{out}'"  # path values quoted
+    recorded = (out / ".hydra/config.yaml").read_text()
+    assert "mmdet_config: pkg://featvis_run/demo/demo_shapes_config.py" in recorded and "reducer:" in recorded
+    assert (out / ".hydra/hydra.yaml").is_file()
 
 
 def test_real_retinanet_r50_random_init_writes_every_fpn_level(scene_image, tmp_path):
@@ -53,6 +68,7 @@ def test_real_retinanet_r50_random_init_writes_every_fpn_level(scene_image, tmp_
         "model=retinanet_r50",
         'model.cfg_options=["test_dataloader.dataset.pipeline.1.scale=(192,192)"]',
         f"output.dir={out}",
+        f"cache.dir={tmp_path / 'cache'}",
     )
     assert proc.returncode == 0, proc.stderr
     files = sorted(p.relative_to(out).as_posix() for p in out.rglob("*.png"))
@@ -67,7 +83,19 @@ def test_real_retinanet_r50_random_init_writes_every_fpn_level(scene_image, tmp_
     # 240x400 resized to fit 192x192 -> 115x192, padded to 128x192: P3 is 16x24, of which 15x24 covers the image
     p3 = m["outputs"][0]
     assert (p3["layer"], p3["level"], p3["shape"], p3["valid_hw"]) == ("neck", "p3", [256, 16, 24], [15, 24])
-    assert p3["reducer"] == "squeeze_mean" and p3["stats"]["max"] >= p3["stats"]["mean"] >= p3["stats"]["min"]
+    assert p3["reducer"] == "squeeze_mean"
+    # the stats by hand, from the recorded maps as the cache holds them (float16 x a power-of-two scale; a run with
+    # the cache on draws exactly these): P3 cropped to its 15 valid rows, mean over the 256 channels
+    import numpy as np
+
+    (entry,) = (tmp_path / "cache").rglob("*.npz")
+    with np.load(entry) as data:
+        meta = json.loads(str(data["meta"]))
+        index = meta["levels"].index(["neck", "p3"])
+        level = data[f"level_{index}"].astype(np.float32) * np.float32(meta["scales"][index])
+    mean_map = level[:, :15, :].mean(axis=0, dtype=np.float64)
+    want = {"min": mean_map.min(), "max": mean_map.max(), "mean": mean_map.mean()}
+    assert p3["stats"] == pytest.approx(want, rel=1e-4, abs=1e-6)
     assert set(m["timings"]) >= {"model_load", "forward", "render"}
     assert m["config"]["model"]["name"] == "retinanet_r50_fpn_2x_coco"
     assert "RANDOM INIT" in proc.stdout and "neck" in proc.stdout and str(out) in proc.stdout.replace("\n", "")

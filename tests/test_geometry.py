@@ -67,3 +67,17 @@ def test_a_centred_image_is_cropped_and_aligned_from_its_offset(r, c):
     y, x = np.unravel_index(np.argmax(up), up.shape)
     # the cell's centre in input pixels, minus the offset, is its place on the image
     assert abs(y - ((r + 0.5) * 8 - 8)) <= 4.5 and abs(x - ((c + 0.5) * 8 - 16)) <= 4.5
+
+
+def test_an_offset_that_is_no_multiple_of_the_stride_keeps_the_partly_covered_first_cell():
+    # a 100 x 100 image centred at (12, 20) in a 128 x 144 input, stride 8: image pixels 12..111 and 20..119
+    geom = Geometry(ori_hw=(100, 100), img_hw=(100, 100), input_hw=(128, 144), offset_hw=(12, 20))
+    # by hand: rows 12 // 8 = 1 .. ceil(112 / 8) = 14 (13 cells); columns 20 // 8 = 2 .. ceil(120 / 8) = 15 (13 cells)
+    assert valid_cells((16, 18), geom) == (13, 13)
+    feat = np.arange(16 * 18, dtype=np.float32).reshape(16, 18)
+    np.testing.assert_array_equal(crop_valid(feat, geom), feat[1:14, 2:15])
+    hot = np.zeros((16, 18), np.float32)
+    hot[6, 9] = 1.0  # input pixels 48..55 x 72..79, centre (52, 76): image pixel (40, 56)
+    up = upsample_to_canvas(crop_valid(hot, geom), (16, 18), geom, (100, 100))
+    y, x = np.unravel_index(np.argmax(up), up.shape)
+    assert abs(y - 40) <= 1.5 and abs(x - 56) <= 1.5

@@ -114,7 +114,17 @@ def test_folder_run_survives_a_corrupt_file_and_keeps_duplicate_stems_apart(imag
     sheets = {(s["layer"], s["level"]): s["file"] for s in m["contact_sheets"]}
     assert sheets[("neck", "p3")] == "contact/neck/p3.png" and len(sheets) == 5
     sheet = cv2.imread(str(out / "contact/neck/p3.png"))
-    assert sheet.shape[0] >= 2 * 160  # 3 images -> 2 x 2 grid of 160 px tiles
+    # 3 images -> a 2 x 2 grid, 4 px gaps, of 160 px high thumbnails padded white to the widest one (b.jpg:
+    # 120 x 200 -> 160 x 267); each tile below its label is the image's own p3.png scaled to 160 px (nearest)
+    assert sheet.shape == (2 * 160 + 4, 2 * 267 + 4, 3)
+    for (row, col), image_id in zip([(0, 0), (0, 1), (1, 0)], ["a", "b", "b-2"], strict=True):
+        picture = cv2.imread(str(out / image_id / "neck/p3.png"))
+        width = round(picture.shape[1] * 160 / picture.shape[0])
+        thumb = cv2.resize(picture, (width, 160), interpolation=cv2.INTER_NEAREST)
+        y, x = row * 164, col * 271
+        np.testing.assert_array_equal(sheet[y + 24 : y + 160, x : x + width], thumb[24:], err_msg=image_id)
+        assert (sheet[y : y + 160, x + width : x + 267] == 255).all()
+    assert (sheet[164:, 271:] == 255).all()  # the fourth cell is empty
     assert "corrupt.jpg" in proc.stdout and "3 images, 1 failed" in proc.stdout
     umask = os.umask(0)
     os.umask(umask)

@@ -14,11 +14,11 @@ def _generate(n: int):
 
 
 def test_prefetch_keeps_order_and_ends_with_a_slow_consumer():
-    # the producer finishes while the buffer is full and the consumer is slower than any put timeout:
-    # the end marker must still arrive (a dropped marker hung multi_image runs)
+    # the producer finishes while the buffer is full and the consumer is slower than any put timeout (the producer
+    # polls every 0.1 s): the end marker must still arrive (a dropped marker hung multi_image runs)
     seen = []
     for item in prefetch(_generate(3), depth=1):
-        time.sleep(1.3)
+        time.sleep(0.5)
         seen.append(item)
     assert seen == [0, 1, 2]
 

@@ -51,3 +51,29 @@ def test_sweep_duplicates_and_shared_scales_are_named():
     ]
     assert "share a colour scale (colours compare between them): 0_a, 1_b." in scale_sharing(per_run)
     assert scale_sharing([JobRow("0_a", {}, "ok", scale={"mode": "per_map"})]).startswith("No two jobs share")
+
+
+def test_the_summary_prints_the_cache_counters():
+    from featvis_run.report.summary import print_summary
+
+    cache = {
+        "enabled": True,
+        "dir": "/c",
+        "turned_off": None,
+        "hits": 3,
+        "misses": 2,
+        "corrupt_recomputed": 0,
+        "written_bytes": 10,
+        "evicted_entries": 4,
+        "evicted_bytes": 9,
+        "size_bytes": 2_500_000,
+        "max_bytes": 4e9,
+    }
+    result = RunResult(
+        "multi_image", Path("."), {}, (), (), (), extra={"cache": cache, "cache_hit": False, "forward_passes": 2}
+    )
+    console = make_console()
+    with console.capture() as cap:
+        print_summary(result, console)
+    line = next(line for line in cap.get().splitlines() if line.startswith("cache"))
+    assert line == "cache miss: 2 forward pass(es), 3 hit(s), 2 miss(es), 2.5 MB of 4 GB, 4 evicted in /c", line
