@@ -115,7 +115,7 @@ def test_model_b_records_with_recorder_b_when_given(diff_run):
 def test_numbers_of_a_real_diff_match_formulas_worked_out_here(tmp_path):
     """mean |A - B|, cosine and linear CKA of two related maps, against numpy formulas written in this test."""
     from featvis_run.drawing.render import RenderOptions
-    from featvis_run.experiments.diff import DiffSide, draw_level
+    from featvis_run.experiments.diff_levels import DiffSide, draw_level
     from featvis_run.experiments.settings import DrawSettings
 
     rng = np.random.default_rng(3)

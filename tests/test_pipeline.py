@@ -13,14 +13,15 @@ def _generate(n: int):
     yield from range(n)
 
 
+@pytest.mark.timeout(30)  # the bug this guards against was a hang
 def test_prefetch_keeps_order_and_ends_with_a_slow_consumer():
-    # the producer finishes while the buffer is full and the consumer is slower than any put timeout (the producer
-    # polls every 0.1 s): the end marker must still arrive (a dropped marker hung multi_image runs)
+    # the producer finishes while the buffer is full and the consumer takes longer per item than the 1 s put
+    # timeout that once dropped the end marker (and hung multi_image runs): the marker must still arrive
     seen = []
-    for item in prefetch(_generate(3), depth=1):
-        time.sleep(0.5)
+    for item in prefetch(_generate(2), depth=1):
+        time.sleep(1.2)
         seen.append(item)
-    assert seen == [0, 1, 2]
+    assert seen == [0, 1]
 
 
 def test_prefetch_raises_the_producers_error_after_its_items():
