@@ -71,9 +71,7 @@ def main(argv: list[str] | None = None) -> Path:
         sys.exit(f"train-hook-demo: FeatvisHook wrote no summary in {featvis}; see its error in the log above")
     print(f"trained {args.iters} iterations with FeatvisHook every {args.interval} in {seconds:.0f} s ({config_file})")
     print(f"per call: {featvis}/iter_N/<image>/<layer>/<level>.png; over training: {featvis}/evolution/")
-    # mmengine's checkpoints pickle its message hub too: torch.load(weights_only=True) refuses them unless trusted
-    trusted = "model.trust_checkpoint=true"
-    print(f"checkpoints: featvis-run experiment=checkpoints 'checkpoints={work_dir}/iter_*.pth' {trusted}")
+    print(f"checkpoints: featvis-run experiment=checkpoints 'checkpoints={work_dir}/iter_*.pth'")
     print(featvis)
     return featvis
 

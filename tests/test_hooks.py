@@ -198,7 +198,6 @@ def test_the_hooks_summary_matches_experiment_checkpoints_on_the_saved_checkpoin
     proc = run_cli(
         "experiment=checkpoints",
         f"checkpoints={tmp_path / 'wd'}/iter_*.pth",
-        "model.trust_checkpoint=true",  # mmengine's checkpoints pickle its message hub
         f"image={scene_image}",
         "reducer=select_max",
         "cache=off",

@@ -19,6 +19,7 @@ from torch import nn
 from featvis_run.errors import ModelError
 from featvis_run.hashing import file_sha256
 from featvis_run.models.base import CheckpointInfo
+from featvis_run.models.training_checkpoint import load_training_checkpoint
 
 __all__ = [
     "apply_weights",
@@ -83,11 +84,22 @@ def load_checkpoint_state(path: Path, trust: bool, key: str = "model") -> dict[s
         raise ModelError(f"{key}.checkpoint={str(path)!r}: no such file; give the path of a local .pth checkpoint")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=not trust)
+    except pickle.UnpicklingError as err:
+        ckpt = _training_checkpoint(path, err, key)  # mmengine's training state: read without running code
     except Exception as err:
         raise ModelError(describe_load_failure(err, path, key)) from err
     if not isinstance(ckpt, dict):
         raise ModelError(f"{key}.checkpoint={str(path)!r} holds a {type(ckpt).__name__}, not a state dict")
     return ckpt
+
+
+def _training_checkpoint(path: Path, refused: pickle.UnpicklingError, key: str) -> Any:
+    """A checkpoint ``weights_only`` refused, read as one mmengine's training loop saves (weights plus training
+    state); a pickle that needs anything else keeps the first refusal's message."""
+    try:
+        return load_training_checkpoint(path)
+    except Exception:
+        raise ModelError(describe_load_failure(refused, path, key)) from refused
 
 
 def _strip_prefix(state: dict[str, torch.Tensor], own: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
