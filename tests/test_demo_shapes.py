@@ -20,9 +20,10 @@ from featvis_run.demo.shapes import (
     write_coco_dataset,
     write_demo_scene,
 )
+from featvis_run.paths import PACKAGE_DIR
 
 REPO = Path(__file__).resolve().parents[1]
-ASSETS = REPO / "featvis_run" / "assets"
+ASSETS = PACKAGE_DIR / "assets"  # the package's own (the installed wheel's, when the tests run against one)
 CKPT = ASSETS / "demo_shapes.pth"
 DEMO_PNG = ASSETS / "demo_scene.png"
 DEMO_JSON = ASSETS / "demo_scene.json"
