@@ -31,6 +31,7 @@ GROUPS = ("model", "recorder", "reducer", "layout", "output", "experiment", "cac
 GROUP_OPTIONS = [(g, o) for g in GROUPS for o in _options(g)]
 
 
+@pytest.mark.slow  # about 40 Hydra compositions of 0.2-0.3 s: the config tree end to end
 @pytest.mark.parametrize(("group", "option"), GROUP_OPTIONS)
 def test_every_group_option_composes_to_typed_config(group, option):
     generic = {  # the generic options need the config they run; recorder=mmrazor its vis_config file
@@ -59,6 +60,7 @@ def test_defaults():
     assert mappings == {} and recorders["neck"].level_prefix == "p"  # every neck output, named by stride
 
 
+@pytest.mark.slow  # reads every named option's config from the installed libraries
 def test_model_options_name_configs_that_exist_in_the_installed_libraries():
     from featvis_run.models.registry import adapter_for
     from featvis_run.schema import config_reference

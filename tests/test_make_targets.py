@@ -39,6 +39,7 @@ def help_lines() -> str:
     return subprocess.run(["make", "help"], cwd=REPO, capture_output=True, text=True, check=True).stdout
 
 
+@pytest.mark.slow  # runs make and composes every job of every report sweep
 @pytest.mark.parametrize("target", TARGETS)
 def test_each_report_target_composes_every_job_of_its_sweep(target):
     args = dry_run(target)

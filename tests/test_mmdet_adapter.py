@@ -45,6 +45,7 @@ def test_cfg_options_use_mmengine_semantics():
         parse_cfg_options(["oops"])
 
 
+@pytest.mark.slow  # builds the tiny detector twice (and is the first to import mmdet's models)
 def test_random_init_is_seeded_and_reproducible(tiny_config):
     a = load_detector(tiny(tiny_config, seed=1)).model.state_dict()
     b = load_detector(tiny(tiny_config, seed=1)).model.state_dict()
