@@ -12,6 +12,8 @@ from collections.abc import Mapping, Sequence
 import cv2
 import numpy as np
 
+from featvis_run.drawing.layout import pad_to_largest
+
 __all__ = ["encode_gif", "label_frame", "line_plot"]
 
 
@@ -30,12 +32,8 @@ def encode_gif(frames: Sequence[np.ndarray], duration_ms: int = 600, loop: int =
 
     if not frames:
         raise ValueError("no frames for a GIF")
-    height = max(f.shape[0] for f in frames)
-    width = max(f.shape[1] for f in frames)
     images = []
-    for f in frames:
-        canvas = np.full((height, width, 3), 255, np.uint8)
-        canvas[: f.shape[0], : f.shape[1]] = f
+    for canvas in pad_to_largest(frames):
         rgb = Image.fromarray(np.ascontiguousarray(canvas[:, :, ::-1]))
         # fast octree quantization: Pillow's default (median cut) takes over a second per 640 x 480 frame
         images.append(rgb.quantize(256, method=Image.Quantize.FASTOCTREE, dither=Image.Dither.NONE))

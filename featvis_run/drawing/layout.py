@@ -10,7 +10,15 @@ import numpy as np
 
 from featvis_run.errors import ConfigError
 
-__all__ = ["auto_arrangement", "check_arrangement", "contact_sheet", "magnify", "put_label", "tile_grid"]
+__all__ = [
+    "auto_arrangement",
+    "check_arrangement",
+    "contact_sheet",
+    "magnify",
+    "pad_to_largest",
+    "put_label",
+    "tile_grid",
+]
 
 
 def magnify(img: np.ndarray, min_size: int) -> np.ndarray:
@@ -68,19 +76,25 @@ def tile_grid(tiles: Sequence[np.ndarray], labels: Sequence[str], rows: int, col
     return canvas
 
 
+def pad_to_largest(pictures: Sequence[np.ndarray]) -> list[np.ndarray]:
+    """BGR pictures of any sizes, each padded with white on the right and bottom to the largest height and width."""
+    height = max(p.shape[0] for p in pictures)
+    width = max(p.shape[1] for p in pictures)
+    padded = []
+    for p in pictures:
+        canvas = np.full((height, width, 3), 255, np.uint8)
+        canvas[: p.shape[0], : p.shape[1]] = p
+        padded.append(canvas)
+    return padded
+
+
 def contact_sheet(
     pictures: Sequence[np.ndarray], labels: Sequence[str], gap: int = 4, rows: int | None = None
 ) -> np.ndarray:
     """Pictures (sizes may differ; each padded to the largest) in a grid, each labelled (e.g. by image).
 
     ``rows=None`` picks a near-square grid; ``rows=1`` puts them side by side."""
-    width = max(p.shape[1] for p in pictures)
-    height = max(p.shape[0] for p in pictures)
-    tiles = []
-    for p in pictures:
-        tile = np.full((height, width, 3), 255, np.uint8)
-        tile[: p.shape[0], : p.shape[1]] = p
-        tiles.append(tile)
+    tiles = pad_to_largest(pictures)
     if rows is None:
         rows, cols = auto_arrangement(len(tiles))
     else:
