@@ -12,12 +12,14 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any
 
 __all__ = ["digest_store", "file_sha256", "file_sha256_cached", "stable_hash"]
 
 _MEMO: dict[tuple[str, int, int], str] = {}
+_SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
 def stable_hash(obj: Any) -> str:
@@ -41,19 +43,37 @@ def digest_store() -> Path:
     return Path(base) / "featvis-run" / "digests.json"
 
 
-def file_sha256_cached(path: Path, store: Path | None = None) -> str:
-    """:func:`file_sha256`, remembered by (real path, size, mtime) in memory and in ``store`` (best effort)."""
+def _read_store(store: Path) -> tuple[dict[str, str], str | None]:
+    """The digests kept in ``store`` and, when it held anything else, what was wrong (the caller rebuilds it)."""
+    try:
+        text = store.read_bytes()
+    except OSError:
+        return {}, None  # missing (first use) or unreadable: nothing known
+    try:
+        loaded = json.loads(text)
+    except ValueError:
+        return {}, "it is not JSON"
+    if not isinstance(loaded, dict):
+        return {}, f"it holds a JSON {type(loaded).__name__}, not an object"
+    known = {k: v for k, v in loaded.items() if isinstance(v, str) and _SHA256.fullmatch(v)}
+    bad = len(loaded) - len(known)
+    return known, f"{bad} of its {len(loaded)} entries are not sha256 digests" if bad else None
+
+
+def file_sha256_cached(path: Path, store: Path | None = None, notes: list[str] | None = None) -> str:
+    """:func:`file_sha256`, remembered by (real path, size, mtime) in memory and in ``store`` (best effort). A
+    store holding anything but digests is rebuilt, with a note appended to ``notes``."""
     st = path.stat()
     key = (os.path.realpath(path), st.st_size, st.st_mtime_ns)
     if key in _MEMO:
         return _MEMO[key]
     store = store or digest_store()
     text_key = f"{key[0]}|{key[1]}|{key[2]}"
-    known: dict[str, str] = {}
-    with contextlib.suppress(OSError, ValueError):
-        known = json.loads(store.read_text())
+    known, damage = _read_store(store)
+    if damage is not None and notes is not None:
+        notes.append(f"the checkpoint digest store {store} was damaged ({damage}); rebuilt it")
     digest = known.get(text_key) or file_sha256(path)
-    if text_key not in known:
+    if text_key not in known or damage is not None:
         known = {k: v for k, v in known.items() if not k.startswith(f"{key[0]}|")}  # older versions of the file
         known[text_key] = digest
         with contextlib.suppress(Exception):  # a read-only home only costs the next process a re-hash

@@ -245,12 +245,15 @@ class CacheConfig:
 class ImagesConfig:
     """Inputs of ``experiment=multi_image`` (and a list for ``diff``): ``paths`` is a file, folder (searched
     recursively), glob, or a list of those; ``images=...`` on the command line is short for ``images.paths=...``.
-    ``limit`` keeps the first N (sorted), then ``shard: i/n`` keeps every n-th from the i-th (0-based)."""
+    ``limit`` keeps the first N (sorted), then ``shard: i/n`` keeps every n-th from the i-th (0-based).
+    ``max_pixels`` (also for ``image=``) refuses larger inputs from their header, before they are decoded."""
 
     paths: Any = None
     limit: int | None = None
     shard: str | None = None
     batch_size: int = 1  # measured (make bench): RetinaNet-R50 on CPU is ~15% faster at 1 than at 2
+    # null: no limit. A run holds about 40 bytes per input pixel: 50 MP is about 2 GB on top of the model
+    max_pixels: int | None = 50_000_000
 
 
 @dataclass

@@ -1,5 +1,7 @@
 """The activation cache: round trip, keys, corrupt entries, concurrent writers, and runs that hit it."""
 
+import hashlib
+import io
 import json
 import math
 import multiprocessing
@@ -14,7 +16,7 @@ from featvis_run.maps.geometry import Geometry
 from featvis_run.models.base import ImageFeatures
 from featvis_run.predictions import Detections
 from featvis_run.recording.levels import LevelKey
-from featvis_run.store.cache import ActivationCache, dequantize, quantize_level
+from featvis_run.store.cache import ActivationCache, dequantize, encode_features, quantize_level
 
 from .test_cli import run_cli
 
@@ -223,3 +225,103 @@ def test_entries_are_replaced_by_rename_never_rewritten_in_place(tmp_path):
     assert held.read_bytes() == old_bytes  # an in-place write would have changed the shared inode
     assert os.stat(path).st_ino != os.stat(held).st_ino and path.read_bytes() != old_bytes
     assert sorted(p.name for p in path.parent.iterdir()) == [path.name]  # no temp file beside the entry
+
+
+def test_swapped_entries_are_recomputed_with_a_note_naming_the_image(tmp_path):
+    cache = ActivationCache(tmp_path)
+    key_a, key_b = cache.key("m", "sha-a", {}), cache.key("m", "sha-b", {})
+    cache.put(key_a, item(0), "sha-a")
+    cache.put(key_b, item(1), "sha-b")
+    path_a, path_b = cache._path(key_a), cache._path(key_b)
+    bytes_a, bytes_b = path_a.read_bytes(), path_b.read_bytes()
+    path_a.write_bytes(bytes_b)  # swapped on disk: each file now holds the other image's maps
+    path_b.write_bytes(bytes_a)
+    assert cache.get(key_a, "/imgs/a.jpg") is None and cache.get(key_b, "/imgs/b.jpg") is None
+    assert cache.stats.recomputed == [
+        "cache entry for /imgs/a.jpg did not match its key; recomputed",
+        "cache entry for /imgs/b.jpg did not match its key; recomputed",
+    ]
+    assert (cache.stats.hits, cache.stats.misses, cache.stats.corrupt) == (0, 2, 2)
+    cache.put(key_a, item(0), "sha-a")  # the caller's recomputed entry replaces the wrong one
+    got = cache.get(key_a, "/imgs/a.jpg")
+    want = cache.quantize(item(0)).features[LevelKey("neck", "p3")]
+    np.testing.assert_array_equal(got.features[LevelKey("neck", "p3")], want)
+    assert cache.size_bytes() == sum(p.stat().st_size for p in tmp_path.rglob("*.npz"))
+
+
+def test_an_entry_of_the_previous_format_is_not_trusted(tmp_path):
+    cache = ActivationCache(tmp_path)
+    key = cache.key("m", "i", {})
+    path = cache._path(key)
+    path.parent.mkdir(parents=True)
+    with np.load(io.BytesIO(encode_features(item())), allow_pickle=False) as data:  # rewritten as format 5
+        arrays = {k: data[k] for k in data.files}
+    meta = json.loads(str(arrays["meta"]))
+    meta["format"], meta["key"] = 5, key
+    arrays["meta"] = np.array(json.dumps(meta))
+    with path.open("wb") as fh:
+        np.savez_compressed(fh, **arrays)
+    assert cache.get(key, "x.png") is None
+    assert cache.stats.recomputed == ["cache entry for x.png was in an older cache format; recomputed"]
+
+
+def test_a_truncated_entry_is_named_as_recomputed(tmp_path):
+    cache = ActivationCache(tmp_path)
+    key = cache.key("m", "i", {})
+    cache.put(key, item())
+    cache._path(key).write_bytes(b"PK\x03\x04 torn")
+    assert cache.get(key, "y.jpg") is None
+    assert cache.stats.recomputed == ["cache entry for y.jpg was unreadable (truncated or corrupt); recomputed"]
+
+
+@pytest.mark.parametrize(
+    ("content", "why"),
+    [
+        (b"[]", "it holds a JSON list, not an object"),
+        (b'{"x": 5}', "1 of its 1 entries are not sha256 digests"),
+        (b"\xff\xfe\x00 junk", "it is not JSON"),
+        (b"5", "it holds a JSON int, not an object"),
+    ],
+)
+def test_a_garbage_digest_store_is_rebuilt_with_a_note(tmp_path, content, why):
+    from featvis_run.hashing import _MEMO, file_sha256_cached
+
+    weights = tmp_path / "w.pth"
+    weights.write_bytes(b"weights")
+    store = tmp_path / "digests.json"
+    store.write_bytes(content)
+    notes: list[str] = []
+    _MEMO.clear()
+    digest = file_sha256_cached(weights, store, notes)
+    assert digest == hashlib.sha256(b"weights").hexdigest()
+    assert notes == [f"the checkpoint digest store {store} was damaged ({why}); rebuilt it"]
+    assert list(json.loads(store.read_text()).values()) == [digest]  # rebuilt: only real digests
+    _MEMO.clear()
+    again: list[str] = []
+    assert file_sha256_cached(weights, store, again) == digest and again == []
+
+
+def test_a_digest_store_entry_that_is_not_a_digest_is_never_returned(tmp_path):
+    from featvis_run.hashing import _MEMO, file_sha256_cached
+
+    weights = tmp_path / "w.pth"
+    weights.write_bytes(b"weights")
+    st = weights.stat()
+    store = tmp_path / "digests.json"
+    store.write_text(json.dumps({f"{os.path.realpath(weights)}|{st.st_size}|{st.st_mtime_ns}": 5}))
+    _MEMO.clear()
+    assert file_sha256_cached(weights, store, []) == hashlib.sha256(b"weights").hexdigest()
+
+
+def test_the_summary_names_recomputed_entries(tmp_path):
+    from featvis_run.report.summary import make_console, print_summary
+    from featvis_run.store.manifest import RunResult
+
+    reason = "cache entry for /imgs/[bold]a.jpg did not match its key; recomputed"
+    cache = {"enabled": True, "dir": "/c", "hits": 0, "misses": 1, "size_bytes": 0, "recomputed": [reason]}
+    extra = {"cache": cache, "cache_hit": False, "forward_passes": 1}
+    result = RunResult("single", tmp_path, {}, (), (), (), extra=extra)
+    console = make_console()
+    with console.capture() as cap:
+        print_summary(result, console)
+    assert f"note: {reason}" in cap.get().splitlines()

@@ -107,7 +107,7 @@ class _ImageRun:
             self.failures.append(Failure(str(batch[0].path), f"model failed: {type(err).__name__}: {err}"))
             return
         for im, item in zip(batch, items, strict=True):
-            notes = [f"{im.image_id}: {note}" for note in item.notes]
+            notes = [f"{im.image_id}: {note}" for note in (*im.notes, *item.notes)]
             jobs = level_jobs(
                 im.image_id,
                 im.array,
@@ -123,7 +123,7 @@ class _ImageRun:
             capped = box_cap_note(im.image_id, counts, self.settings.render.max_boxes)
             notes += [capped] if capped else []
             explained = explained_record(self.settings, item.predictions)
-            image = ImageRecord(os.path.abspath(im.path), g.ori_hw, g.input_hw, **counts, **explained)
+            image = ImageRecord(os.path.abspath(im.path), g.ori_hw, g.input_hw, **counts, **explained, id=im.image_id)
             futures = [self._submit(job) for job in jobs]
             self.pending.append(_Pending(im.image_id, image, notes, futures))
             while len(self.pending) > self.max_pending:
@@ -196,14 +196,19 @@ def _thumbnail(picture: np.ndarray, height: int) -> np.ndarray:
 
 
 def run_ranges(
-    source: FeatureSource, inputs: Sequence[tuple[str, Path]], settings: DrawSettings, batch_size: int, timer: Timer
+    source: FeatureSource,
+    inputs: Sequence[tuple[str, Path]],
+    settings: DrawSettings,
+    batch_size: int,
+    timer: Timer,
+    max_pixels: int | None = None,
 ) -> dict[str, tuple[float, float] | None]:
     """The statistics pass of ``output.scale=per_level/per_run``: every input's maps reduced (from the cache, or
     the model when they are not cached) and their ranges collected before anything is drawn. Inputs that fail are
     skipped here; the drawing pass reports them."""
     started = time.perf_counter()
     book = RangeBook(settings.scale)
-    for batch in prefetch(ImageBatches(list(inputs), batch_size, False)):
+    for batch in prefetch(ImageBatches(list(inputs), batch_size, False, max_pixels)):
         try:
             items = source.features(batch)
         except FeatvisError:
@@ -236,10 +241,16 @@ def run_images(
     cache = activation_cache(cfg)
     thumb_height = cfg.experiment.contact_tile if not strict and cfg.experiment.contact_sheet else 0
     finished = {image_id: entry for image_id, _ in inputs if (entry := folder.finished(image_id))}
-    batches = ImageBatches([i for i in inputs if i[0] not in finished], cfg.images.batch_size, strict)
+    batches = ImageBatches(
+        [i for i in inputs if i[0] not in finished], cfg.images.batch_size, strict, cfg.images.max_pixels
+    )
     decoded = list(batches) if strict else batches  # a bad single image fails before the model is planned
     source = feature_source(cfg, settings, cache, timer)
-    ranges = run_ranges(source, inputs, settings, cfg.images.batch_size, timer) if settings.scale.needs_stats else None
+    ranges = (
+        run_ranges(source, inputs, settings, cfg.images.batch_size, timer, cfg.images.max_pixels)
+        if settings.scale.needs_stats
+        else None
+    )
     begun = time.perf_counter()
     with drawing_pool() as pool:
         run = _ImageRun(source, settings, folder, thumb_height, pool, run_ranges=ranges, strict=strict)

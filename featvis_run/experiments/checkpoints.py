@@ -113,7 +113,7 @@ def run_checkpoints(cfg: Config, out_dir: Path, resolved: dict[str, Any]) -> Run
     paths = collect_checkpoints(cfg.checkpoints)
     labels = unique_ids(paths)  # frame labels: the stems, made unique (epoch_1, epoch_1-2)
     inputs, strict = _inputs(cfg)
-    batches = ImageBatches(inputs, 1, strict)
+    batches = ImageBatches(inputs, 1, strict, cfg.images.max_pixels)
     images = [im for batch in batches for im in batch]
     plan_model(replace(cfg.model, checkpoint=None))  # a bad model config is one error, not one per checkpoint
     folder = RunFolder.open(out_dir, resolved, cfg.output.overwrite)
@@ -147,7 +147,8 @@ def run_checkpoints(cfg: Config, out_dir: Path, resolved: dict[str, Any]) -> Run
         last = loaded[-1][2][i]
         g = last.geometry
         counts = prediction_counts(last.predictions, settings)
-        image_records.append(ImageRecord(os.path.abspath(im.path), g.ori_hw, g.input_hw, **counts))
+        image_records.append(ImageRecord(os.path.abspath(im.path), g.ori_hw, g.input_hw, **counts, id=im.image_id))
+        notes += [f"{im.image_id}: {note}" for note in im.notes]
         keys: list[LevelKey] = list(last.features)
         for key in keys:
             frames = [

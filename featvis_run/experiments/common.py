@@ -46,6 +46,7 @@ def cache_summary(cache: ActivationCache, sources: Sequence[FeatureSource]) -> d
             "hits": cache.stats.hits,
             "misses": cache.stats.misses,
             "corrupt_recomputed": cache.stats.corrupt,
+            "recomputed": list(cache.stats.recomputed),  # entries not trusted (unreadable, wrong key, old format)
             "written_bytes": cache.stats.written_bytes,
             "evicted_entries": cache.stats.evicted_entries,
             "evicted_bytes": cache.stats.evicted_bytes,

@@ -99,7 +99,7 @@ class _DiffRun:
     ):
         self.pool = pool
         self.folder, self.out_dir, self.settings, self.use_norm = folder, folder.out_dir, settings, cfg.use_norm
-        self.mode = cfg.experiment.diff_mode.value
+        self.mode, self.max_pixels = cfg.experiment.diff_mode.value, cfg.images.max_pixels
         self.source_a, self.source_b = sources
         self.run_ranges = run_ranges
         self.outputs: list[MapRecord] = []
@@ -142,7 +142,8 @@ class _DiffRun:
             return
         item_a, item_b = items
         levels, note = self.reduced(item_a, item_b)
-        notes = [n for n in (note, *item_a.notes, *item_b.notes) if n]
+        notes = [f"{im.image_id}: {n}" for n in im.notes]
+        notes += [n for n in (note, *item_a.notes, *item_b.notes) if n]
         started = time.perf_counter()
         ranges = level_ranges(self.settings.scale, [lv for *_, lv in levels], self.mode, self.run_ranges)
 
@@ -155,7 +156,7 @@ class _DiffRun:
         g = item_a.geometry
         counts = prediction_counts(item_a.predictions, self.settings)
         capped = box_cap_note(im.image_id, counts, self.settings.render.max_boxes)
-        image = ImageRecord(os.path.abspath(im.path), g.ori_hw, g.input_hw, **counts)
+        image = ImageRecord(os.path.abspath(im.path), g.ori_hw, g.input_hw, **counts, id=im.image_id)
         entry = {
             "image": asdict(image),
             "outputs": [asdict(record) for record, _ in drawn],
@@ -228,7 +229,7 @@ class _DiffRun:
         spec = self.settings.scale
         books = {"diff": RangeBook(spec, signed=self.mode == "signed"), "sides": RangeBook(spec)}
         failures = len(self.failures)
-        for (im,) in ImageBatches(list(images), 1, False):
+        for (im,) in ImageBatches(list(images), 1, False, self.max_pixels):
             items = self.features(im, strict=False)
             if items is not None:
                 add_diff_stats(books, [lv for *_, lv in self.reduced(*items)[0]])
@@ -260,7 +261,7 @@ def run_diff(cfg: Config, out_dir: Path, resolved: dict[str, Any]) -> RunResult:
     inputs, strict = _diff_inputs(cfg)
     folder = RunFolder.open(out_dir, resolved, cfg.output.overwrite)
     finished = {image_id: entry for image_id, _ in inputs if (entry := folder.finished(image_id))}
-    batches = ImageBatches([i for i in inputs if i[0] not in finished], 1, strict)
+    batches = ImageBatches([i for i in inputs if i[0] not in finished], 1, strict, cfg.images.max_pixels)
     decoded = list(batches) if strict else batches  # a bad single image fails before any model is planned
     timer, cache = Timer(), activation_cache(cfg)
     sources = (

@@ -7,7 +7,14 @@ from pathlib import Path
 
 from featvis_run.errors import ConfigError, InputError
 from featvis_run.schema import Config
-from featvis_run.store.images import InputImage, collect_images, demo_image_path, read_image, select_images
+from featvis_run.store.images import (
+    DEFAULT_MAX_PIXELS,
+    InputImage,
+    collect_images,
+    demo_image_path,
+    load_image,
+    select_images,
+)
 from featvis_run.store.manifest import Failure
 from featvis_run.store.outputs import safe_name
 
@@ -34,13 +41,23 @@ def check_inputs(cfg: Config) -> None:
 
 
 def unique_ids(paths: Sequence[Path]) -> list[str]:
-    """Output folder names for images: their stems, made unique (``a``, ``a-2``) when two share one."""
-    seen: dict[str, int] = {}
+    """Output folder names for images, unique whatever the names (compared ignoring case, as on macOS/Windows).
+
+    An id is the file's stem (made file-name safe). When several inputs share a stem, the first in input order keeps
+    it and each later one gets ``stem-N`` with the smallest N >= 2 that is neither any input's stem nor an id given
+    already: ``a-2.jpg, a.jpg, a.png`` -> ``a-2, a, a-3``. A stem no other input shares stays the bare stem.
+    """
+    stems = [safe_name(p.stem) for p in paths]
+    taken = {s.casefold() for s in stems}  # every stem is reserved, so a made-up id never takes another's name
+    given: set[str] = set()
     ids = []
-    for p in paths:
-        stem = safe_name(p.stem)
-        seen[stem] = seen.get(stem, 0) + 1
-        ids.append(stem if seen[stem] == 1 else f"{stem}-{seen[stem]}")
+    for stem in stems:
+        candidate, n = stem, 1
+        while candidate.casefold() in given or (n > 1 and candidate.casefold() in taken):
+            n += 1
+            candidate = f"{stem}-{n}"
+        given.add(candidate.casefold())
+        ids.append(candidate)
     return ids
 
 
@@ -63,12 +80,21 @@ class ImageBatches:
         batch_size: images per batch.
         strict: an unreadable image raises its InputError (single runs); otherwise it is listed in
             :attr:`failures` and skipped.
+        max_pixels: ``images.max_pixels``: larger images are refused before they are decoded (None: no limit).
     """
 
-    def __init__(self, inputs: Sequence[tuple[str, Path]], batch_size: int, strict: bool):
+    def __init__(
+        self,
+        inputs: Sequence[tuple[str, Path]],
+        batch_size: int,
+        strict: bool,
+        max_pixels: int | None = DEFAULT_MAX_PIXELS,
+    ):
         if batch_size <= 0:
             raise ConfigError(f"images.batch_size={batch_size} must be a positive number of images")
-        self.inputs, self.batch_size, self.strict = list(inputs), batch_size, strict
+        if max_pixels is not None and max_pixels <= 0:
+            raise ConfigError(f"images.max_pixels={max_pixels} must be a positive number of pixels, or null")
+        self.inputs, self.batch_size, self.strict, self.max_pixels = list(inputs), batch_size, strict, max_pixels
         self.failures: list[Failure] = []
 
     def __len__(self) -> int:
@@ -78,13 +104,13 @@ class ImageBatches:
         batch: list[InputImage] = []
         for image_id, path in self.inputs:
             try:
-                array, sha = read_image(path, "image" if self.strict else "images")
+                loaded = load_image(path, "image" if self.strict else "images", self.max_pixels)
             except InputError as err:
                 if self.strict:
                     raise
                 self.failures.append(Failure(str(path), str(err)))
                 continue
-            batch.append(InputImage(image_id, path, array, sha))
+            batch.append(InputImage(image_id, path, loaded.array, loaded.sha256, loaded.notes))
             if len(batch) == self.batch_size:
                 yield batch
                 batch = []

@@ -46,7 +46,7 @@ def list_model_layers(cfg: Config, out_dir: Path) -> tuple[list[LayerInfo], list
     single = cfg.experiment.name == "single"
     spec = cfg.images.paths if cfg.images.paths is not None else cfg.image
     inputs = named_inputs(image_paths(cfg)) if single else selected_inputs(spec, cfg.images.limit, cfg.images.shard)
-    first = next(iter(ImageBatches(inputs, 1, strict=single)), None)
+    first = next(iter(ImageBatches(inputs, 1, strict=single, max_pixels=cfg.images.max_pixels)), None)
     if not first:
         raise InputError(f"no readable image among {len(inputs)} inputs to list the layers with")
     image = first[0]

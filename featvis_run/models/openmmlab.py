@@ -267,7 +267,9 @@ class OpenMMLabAdapter:
                 f"{key}.test_scale={list(mc.test_scale)} has no effect: this config's test pipeline has no Resize "
                 "with a scale (e.g. CenterNet's RandomCenterCropPad keeps the image size)",
             )
-        sha = file_sha256_cached(ckpt_path) if ckpt_path else None
+        store_notes: list[str] = []  # the digest store was damaged and rebuilt
+        sha = file_sha256_cached(ckpt_path, notes=store_notes) if ckpt_path else None
+        notes += tuple(store_notes)
         identity = stable_hash(
             {
                 "repo": self.repo,

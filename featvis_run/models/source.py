@@ -152,7 +152,9 @@ class FeatureSource:
         """Each image's maps, predictions and geometry; cache misses run through the model as one batch."""
         started = time.perf_counter()
         keys = [self.cache.key(self.plan.identity, im.sha256, self.spec) for im in images]
-        found: list[ImageFeatures | None] = [self.cache.get(k) for k in keys]
+        found: list[ImageFeatures | None] = [
+            self.cache.get(k, str(im.path)) for k, im in zip(keys, images, strict=True)
+        ]
         self.timer.add("cache_read", started)
         missing = [i for i, item in enumerate(found) if item is None]
         if missing:
@@ -160,7 +162,7 @@ class FeatureSource:
             started = time.perf_counter()
             for i, item in zip(missing, computed, strict=True):
                 found[i] = self.cache.quantize(item)  # as the cache holds it: a later hit draws the same
-                self.cache.put(keys[i], found[i])
+                self.cache.put(keys[i], found[i], images[i].sha256)
             self.timer.add("cache_write", started)
         items = [f for f in found if f is not None]
         known = [f.predictions for f in items if f.predictions is not None]

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from featvis_run.store.manifest import RunResult
@@ -86,6 +87,8 @@ def print_summary(result: RunResult, console: Console | None = None) -> None:
         )
         if cache.get("turned_off"):
             console.print(f"[yellow]note:[/] {cache['turned_off']}")
+        for reason in cache.get("recomputed", []):  # entries not trusted: unreadable, another key, older format
+            console.print(f"[yellow]note:[/] {escape(reason)}")
     if result.extra.get("resumed_images"):
         console.print(f"[bold]resumed[/] {result.extra['resumed_images']} image(s) finished by an earlier run here")
     timings = "  ".join(f"{k} {v:.2f}s" for k, v in result.timings.items())

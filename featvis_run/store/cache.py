@@ -10,6 +10,9 @@ output, use_norm) are not in it, so a sweep over them runs the model once per im
   its features came from the cache or from the model.
 - Atomic: entries are written to ``tmp/`` and renamed into place; parallel jobs never see a torn entry, an
   unreadable entry is deleted and recomputed, and temp files left by a killed writer are removed after 15 minutes.
+- Verified: each entry holds the key it was written under (and its image's sha256); an entry read under another
+  key (files swapped or copied on disk) or written in an older format is not trusted: it is recomputed, replaced,
+  and named in :attr:`CacheStats.recomputed` (the manifest and the terminal summary list it).
 - Bounded: the folder's size is kept in a small ledger (no walk per run); when it passes ``max_bytes`` the least
   recently used entries (reads touch an entry's mtime) are evicted down to 80% of it, under a file lock, so
   concurrent processes evict safely.
@@ -54,7 +57,8 @@ __all__ = [
 ]
 
 _LIBRARIES = ("featvis-run", "torch", "mmcv", "mmdet", "mmengine", "mmsegmentation", "numpy")
-_FORMAT = 5
+_FORMAT = 6  # 6: entries hold their key
+_READABLE_FORMATS = (5, 6)  # decode_features also reads format 5 (state files of earlier training runs)
 _STALE_TMP_SECONDS = 15 * 60
 _EVICT_TO = 0.8
 
@@ -69,6 +73,7 @@ class CacheStats:
     written_bytes: int = 0
     evicted_entries: int = 0
     evicted_bytes: int = 0
+    recomputed: list[str] = field(default_factory=list)  # why each entry read was not trusted, naming its image
 
 
 @functools.cache
@@ -97,12 +102,14 @@ def dequantize(values: np.ndarray, scale: float) -> np.ndarray:
     return values.astype(np.float32) * np.float32(scale)
 
 
-def _encode(item: ImageFeatures) -> bytes:
+def _encode(item: ImageFeatures, key: str | None = None, image_sha256: str | None = None) -> bytes:
     levels = list(item.features)
     packed = [quantize_level(item.features[k]) for k in levels]
     g, pred = item.geometry, item.predictions
     meta = {
         "format": _FORMAT,
+        "key": key,
+        "image_sha256": image_sha256,
         "levels": [[k.layer, k.level] for k in levels],
         "scales": [scale for _, scale in packed],
         "geometry": [g.ori_hw, g.img_hw, g.input_hw, g.offset_hw],
@@ -120,11 +127,12 @@ def _encode(item: ImageFeatures) -> bytes:
     return buf.getvalue()
 
 
-def _decode(path: Path) -> ImageFeatures:
+def _decode(path: Path) -> tuple[ImageFeatures, dict[str, Any]]:
+    """The entry's features and its metadata (format, key, image sha256)."""
     with np.load(path, allow_pickle=False) as data:
         meta = json.loads(str(data["meta"]))
-        if meta.get("format") != _FORMAT:
-            raise ValueError(f"cache format {meta.get('format')} != {_FORMAT}")
+        if meta.get("format") not in _READABLE_FORMATS:
+            raise ValueError(f"cache format {meta.get('format')} is not one of {_READABLE_FORMATS}")
         ori, img, inp, offset = (tuple(int(v) for v in hw) for hw in meta["geometry"])
         features = {
             LevelKey(*k): dequantize(data[f"level_{i}"], meta["scales"][i]) for i, k in enumerate(meta["levels"])
@@ -135,7 +143,7 @@ def _decode(path: Path) -> ImageFeatures:
             pred = Detections(data["boxes"], data["scores"], data["labels"], names)
         elif kind == "SegmentationMap":
             pred = SegmentationMap(data["seg_labels"], names, data["palette"])
-    return ImageFeatures(Geometry(ori, img, inp, offset), pred, features, tuple(meta.get("notes", ())))
+    return ImageFeatures(Geometry(ori, img, inp, offset), pred, features, tuple(meta.get("notes", ()))), meta
 
 
 def encode_features(item: ImageFeatures) -> bytes:
@@ -145,7 +153,7 @@ def encode_features(item: ImageFeatures) -> bytes:
 
 def decode_features(path: Path) -> ImageFeatures:
     """The :class:`ImageFeatures` an :func:`encode_features` file holds (float32 maps)."""
-    return _decode(path)
+    return _decode(path)[0]
 
 
 @dataclass
@@ -201,14 +209,16 @@ class ActivationCache:
         print(f"featvis-run: warning: {self.warning}", file=sys.stderr)
         self.root = None
 
-    def get(self, key: str) -> ImageFeatures | None:
-        """The cached entry, or None (missing, disabled, unreadable: then it is deleted and recomputed)."""
+    def get(self, key: str, label: str = "an image") -> ImageFeatures | None:
+        """The cached entry, or None: missing, disabled, or not to be trusted, i.e. unreadable (then deleted),
+        written under another key or in an older format (then replaced by the caller's :meth:`put`). Entries not
+        trusted are named by ``label`` (the image) in :attr:`CacheStats.recomputed`."""
         if self.root is None:
             self.stats.misses += 1
             return None
         path = self._path(key)
         try:
-            item = _decode(path)
+            item, meta = _decode(path)
         except FileNotFoundError:
             self.stats.misses += 1
             return None
@@ -216,24 +226,35 @@ class ActivationCache:
             self._disable("be read", err)
             self.stats.misses += 1
             return None
-        except Exception:  # truncated, corrupt or of another format: recompute
-            self.stats.corrupt += 1
-            self.stats.misses += 1
+        except Exception:  # truncated, corrupt or of an unknown format: recompute
+            self._distrust(f"cache entry for {label} was unreadable (truncated or corrupt); recomputed")
             with contextlib.suppress(OSError):
                 path.unlink()
+            return None
+        if meta.get("format") != _FORMAT:
+            self._distrust(f"cache entry for {label} was in an older cache format; recomputed")
+            return None
+        if meta.get("key") != key:
+            self._distrust(f"cache entry for {label} did not match its key; recomputed")
             return None
         with contextlib.suppress(OSError):
             os.utime(path)  # least recently used = oldest mtime
         self.stats.hits += 1
         return item
 
-    def put(self, key: str, item: ImageFeatures) -> None:
-        """Store atomically; a concurrent writer of the same key writes the same bytes (last rename wins). Evicts
-        the least recently used entries past ``max_bytes``. Any failure turns the cache off with a warning."""
+    def _distrust(self, reason: str) -> None:
+        self.stats.corrupt += 1
+        self.stats.misses += 1
+        self.stats.recomputed.append(reason)
+
+    def put(self, key: str, item: ImageFeatures, image_sha256: str | None = None) -> None:
+        """Store atomically, with ``key`` (and the image's sha256) inside the entry so a read can verify it; a
+        concurrent writer of the same key writes the same bytes (last rename wins). Evicts the least recently used
+        entries past ``max_bytes``. Any failure turns the cache off with a warning."""
         if self.root is None:
             return
         try:
-            data = _encode(item)
+            data = _encode(item, key, image_sha256)
             tmp_dir = self._tmp()
             path = self._path(key)
             with self._locked():  # the write and the ledger change together, so no evictor counts one twice

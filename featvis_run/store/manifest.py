@@ -33,7 +33,8 @@ class MapRecord:
 
 @dataclass(frozen=True)
 class ImageRecord:
-    """An input image that was drawn: its path, original and network-input sizes, and boxes drawn."""
+    """An input image that was drawn: its path, original and network-input sizes, and boxes drawn. ``id`` names
+    its output folder: the file's stem, made unique over the run's inputs (``a``, ``a-2``; see README)."""
 
     path: str
     size_hw: tuple[int, int]
@@ -42,6 +43,7 @@ class ImageRecord:
     boxes_drawn: int | None = None  # of those, the ones drawn (at most output.max_boxes, the best by score)
     classes_predicted: int | None = None  # a segmentor's classes present in its class map
     explained: dict[str, Any] | None = None  # reducer=gradcam: the target and the detections it explained
+    id: str | None = None  # the output folder name (None in records of runs before ids were recorded)
 
 
 @dataclass(frozen=True)
