@@ -136,25 +136,32 @@ def _check_output_dir_arg(argv: list[str]) -> str | None:
 
 
 def _check_same_settings(raw: list[str], argv: list[str]) -> str | None:
-    """A run into an ``output.dir`` that already holds a run: Hydra rewrites ``.hydra/`` there before the job
-    starts, so a run with other settings is refused here, before Hydra, unless ``output.overwrite=true``."""
-    from featvis_run.store.run_folder import check_settings, holds_run
+    """The run folder a command-line ``output.dir`` names, checked before Hydra writes ``.hydra/`` and its log there:
+    a folder featvis-run did not make is used only if empty or if a run would only add files to it, and one that
+    holds a run with other settings is refused, both unless ``output.overwrite=true``. An accepted folder is marked
+    as a run folder (so Hydra's files in it are not mistaken for the user's). Returns the one-line error, if any."""
+    from featvis_run.store.run_folder import check_settings, claim_folder, is_run_folder
 
     value = option_value(raw, "output.dir")
-    if is_multirun(argv) or value in (None, "", "null") or not holds_run(Path(value).expanduser()):
+    if is_multirun(argv) or value in (None, "", "null"):
         return None
-    from hydra import compose, initialize_config_dir
-
-    overrides = [a for a in argv if not a.startswith("-") and not a.lstrip("+~").startswith(("hydra.", "hydra/"))]
-    try:
-        with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-            dcfg = compose(config_name="config", overrides=overrides)
-        resolved = OmegaConf.to_container(dcfg, resolve=True, enum_to_str=True)
-    except Exception:
-        return None  # Hydra reports a bad override itself, with its own message
+    out_dir = Path(value).expanduser()
     overwrite = str(option_value(raw, "output.overwrite")).lower() == "true"
     try:
-        check_settings(Path(value).expanduser(), resolved, overwrite)
+        if not is_run_folder(out_dir):
+            claim_folder(out_dir, overwrite)
+            return None
+        from hydra import compose, initialize_config_dir
+
+        overrides = [a for a in argv if not a.startswith("-") and not a.lstrip("+~").startswith(("hydra.", "hydra/"))]
+        try:
+            with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+                dcfg = compose(config_name="config", overrides=overrides)
+            resolved = OmegaConf.to_container(dcfg, resolve=True, enum_to_str=True)
+        except Exception:
+            return None  # Hydra reports a bad override itself, with its own message
+        check_settings(out_dir, resolved, overwrite)
+        claim_folder(out_dir, overwrite)  # an earlier version's run folder gets its marker
     except FeatvisError as err:
         return str(err)
     return None

@@ -7,7 +7,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from concurrent.futures import Executor, Future
+from concurrent.futures import Executor, Future, wait
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -146,8 +146,9 @@ class _ImageRun:
 
     def _collect_oldest(self) -> None:
         """Wait for the oldest image's drawings; record and journal it."""
-        p = self.pending.popleft()
+        p = self.pending[0]
         drawn = [future.result() for future in p.futures]
+        self.pending.popleft()  # only now: Ctrl-C while waiting leaves the image to :meth:`salvage`
         records = [record for record, _ in drawn]
         self._add(p.image_id, p.image, records, p.notes, [picture for _, picture in drawn])
         payload = {"image": asdict(p.image), "outputs": [asdict(r) for r in records], "notes": p.notes}
@@ -160,6 +161,17 @@ class _ImageRun:
         while self.pending:
             self._collect_oldest()
         self.source.timer.add("render_wait", started)
+
+    def salvage(self) -> None:
+        """After Ctrl-C: let the images already queued finish drawing, and journal each whose pictures are all
+        written (a second Ctrl-C stops at once; an image not journaled is drawn again by the rerun)."""
+        while self.pending:
+            futures = self.pending[0].futures
+            wait(futures)
+            if any(f.cancelled() or f.exception() is not None for f in futures):
+                self.pending.popleft()
+                continue
+            self._collect_oldest()
 
     def restore(self, image_id: str, entry: dict[str, Any]) -> None:
         """Take a finished image from the journal of an earlier run in this folder."""
@@ -236,7 +248,7 @@ def run_images(
     """
     strict = experiment == "single"
     settings = DrawSettings.from_config(cfg)
-    folder = RunFolder.open(out_dir, resolved, cfg.output.overwrite)
+    folder = RunFolder.open(out_dir, resolved, cfg.output.overwrite, [image_id for image_id, _ in inputs])
     timer = Timer()
     cache = activation_cache(cfg)
     thumb_height = cfg.experiment.contact_tile if not strict and cfg.experiment.contact_sheet else 0
@@ -268,11 +280,10 @@ def run_images(
                 run.finish()
             timer.add("image_loop", begun)  # wall clock of decoding, forward and drawing every image
         except KeyboardInterrupt:
-            if pool is not None:  # no half-drawn image is journaled as done
-                pool.shutdown(wait=True, cancel_futures=True)
+            run.salvage()  # the images already drawing are finished and journaled; no half-drawn one is
             raise RunInterrupted(len(run.images), len(inputs), resume_hint(cfg, out_dir)) from None
     sheets = run.contact_sheets() if run.thumbs else []
-    notes = source.model_notes()
+    notes = folder.notes + source.model_notes()
     notes += non_finite_notes(run.outputs) + sorted({o.note for o in run.outputs if o.note}) + run.notes
     result = RunResult(
         experiment=experiment,

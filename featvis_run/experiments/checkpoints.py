@@ -116,7 +116,7 @@ def run_checkpoints(cfg: Config, out_dir: Path, resolved: dict[str, Any]) -> Run
     batches = ImageBatches(inputs, 1, strict, cfg.images.max_pixels)
     images = [im for batch in batches for im in batch]
     plan_model(replace(cfg.model, checkpoint=None))  # a bad model config is one error, not one per checkpoint
-    folder = RunFolder.open(out_dir, resolved, cfg.output.overwrite)
+    folder = RunFolder.open(out_dir, resolved, cfg.output.overwrite, [im.image_id for im in images])
     timer, cache = Timer(), activation_cache(cfg)
     loaded: list[tuple[str, FeatureSource, list[ImageFeatures]]] = []
     failures: list[Failure] = list(batches.failures)
@@ -164,8 +164,10 @@ def run_checkpoints(cfg: Config, out_dir: Path, resolved: dict[str, Any]) -> Run
             notes += [n for n in level_notes if n not in notes]
         notes += [f"{im.image_id}: {n}" for n in last.notes]
     model_notes = [n for _, s, _ in loaded for n in s.model_notes()]
-    notes = model_notes + non_finite_notes(outputs) + sorted({o.note for o in outputs if o.note}) + notes
-    folder.record("checkpoints", [o.file for o in outputs], {"checkpoints": [e["checkpoint"] for e in entries]})
+    notes = folder.notes + model_notes + non_finite_notes(outputs) + sorted({o.note for o in outputs if o.note}) + notes
+    sequences = [lv[k] for lv in levels for k in ("gif", "strip", "change_plot") if lv.get(k)]
+    files = [o.file for o in outputs] + sequences
+    folder.record("checkpoints", files, {"checkpoints": [e["checkpoint"] for e in entries]})
     result = RunResult(
         experiment="checkpoints",
         out_dir=out_dir,

@@ -147,22 +147,33 @@ class _DiffRun:
         started = time.perf_counter()
         ranges = level_ranges(self.settings.scale, [lv for *_, lv in levels], self.mode, self.run_ranges)
 
+        def image_entry() -> dict[str, Any]:
+            g = item_a.geometry
+            counts = prediction_counts(item_a.predictions, self.settings)
+            capped = box_cap_note(im.image_id, counts, self.settings.render.max_boxes)
+            image = ImageRecord(os.path.abspath(im.path), g.ori_hw, g.input_hw, **counts, id=im.image_id)
+            return {"image": asdict(image), "notes": notes + ([capped] if capped else [])}
+
         def draw(level: tuple[LevelKey, LevelKey, ReducedLevel]) -> tuple[MapRecord, dict[str, Any]]:
             key_a, key_b, lv = level
             return self._level(im, key_a, key_b, lv, (ranges[("diff", lv.level)], ranges[("sides", lv.level)]))
 
-        drawn = list(self.pool.map(draw, levels) if self.pool is not None else map(draw, levels))  # in order
+        if self.pool is None:
+            drawn = [draw(level) for level in levels]
+        else:
+            futures = [self.pool.submit(draw, level) for level in levels]
+            try:
+                drawn = [future.result() for future in futures]  # in order
+            except KeyboardInterrupt:  # Ctrl-C: the image's levels are being drawn; finish and journal it
+                drawn = [future.result() for future in futures]
+                self._record(im, image_entry(), drawn)
+                raise
         self.source_a.timer.add("render", started)
-        g = item_a.geometry
-        counts = prediction_counts(item_a.predictions, self.settings)
-        capped = box_cap_note(im.image_id, counts, self.settings.render.max_boxes)
-        image = ImageRecord(os.path.abspath(im.path), g.ori_hw, g.input_hw, **counts, id=im.image_id)
-        entry = {
-            "image": asdict(image),
-            "outputs": [asdict(record) for record, _ in drawn],
-            "comparisons": [comparison for _, comparison in drawn],
-            "notes": notes + ([capped] if capped else []),
-        }
+        self._record(im, image_entry(), drawn)
+
+    def _record(self, im: InputImage, entry: dict[str, Any], drawn: list[tuple[MapRecord, dict[str, Any]]]) -> None:
+        """Journal a drawn image (every file it wrote) and add it to the run."""
+        entry |= {"outputs": [asdict(record) for record, _ in drawn], "comparisons": [c for _, c in drawn]}
         files = [f for _, c in drawn for f in (c["diff_file"], c["panel_file"])]
         files += [a["file"] for record, _ in drawn for a in record.arrays.values()]
         self.folder.record(im.image_id, files, entry)
@@ -259,7 +270,7 @@ def run_diff(cfg: Config, out_dir: Path, resolved: dict[str, Any]) -> RunResult:
         )
     rec_a, rec_b = cfg.recorder, cfg.recorder_b or cfg.recorder
     inputs, strict = _diff_inputs(cfg)
-    folder = RunFolder.open(out_dir, resolved, cfg.output.overwrite)
+    folder = RunFolder.open(out_dir, resolved, cfg.output.overwrite, [image_id for image_id, _ in inputs])
     finished = {image_id: entry for image_id, _ in inputs if (entry := folder.finished(image_id))}
     batches = ImageBatches([i for i in inputs if i[0] not in finished], 1, strict, cfg.images.max_pixels)
     decoded = list(batches) if strict else batches  # a bad single image fails before any model is planned
@@ -277,11 +288,9 @@ def run_diff(cfg: Config, out_dir: Path, resolved: dict[str, Any]) -> RunResult:
                 run.restore(entry)
             for (im,) in prefetch(decoded):
                 run.process(im, strict)
-        except KeyboardInterrupt:
-            if pool is not None:  # no half-drawn image is journaled as done
-                pool.shutdown(wait=True, cancel_futures=True)
+        except KeyboardInterrupt:  # the image being drawn was finished and journaled (see _DiffRun.process)
             raise RunInterrupted(len(run.images), len(inputs), resume_hint(cfg, out_dir)) from None
-    notes = [n for s in sources for n in s.model_notes()]
+    notes = folder.notes + [n for s in sources for n in s.model_notes()]
     notes += sorted({c["note"] for c in run.comparisons if c["note"]} | run.notes)
     result = RunResult(
         experiment="diff",

@@ -16,6 +16,7 @@ from featvis_run.models.source import FeatureSource
 from featvis_run.recording.layers import LayerInfo, list_layers
 from featvis_run.schema import Config
 from featvis_run.store.outputs import ensure_writable_dir, write_json
+from featvis_run.store.run_folder import claim_folder
 from featvis_run.timing import Timer
 
 __all__ = ["list_model_layers", "token_grids"]
@@ -43,6 +44,7 @@ def list_model_layers(cfg: Config, out_dir: Path) -> tuple[list[LayerInfo], list
     check_inputs(cfg)
     if cfg.experiment.name == "diff":
         raise ConfigError("mode=layers lists one model's modules: use experiment=single model=... mode=layers")
+    claim_folder(ensure_writable_dir(out_dir), cfg.output.overwrite, hydra_started=True)
     single = cfg.experiment.name == "single"
     spec = cfg.images.paths if cfg.images.paths is not None else cfg.image
     inputs = named_inputs(image_paths(cfg)) if single else selected_inputs(spec, cfg.images.limit, cfg.images.shard)
@@ -65,5 +67,5 @@ def list_model_layers(cfg: Config, out_dir: Path) -> tuple[list[LayerInfo], list
     else:
         input_hw = listing.result[0].geometry.input_hw
     layers = [replace(layer, grids=token_grids(layer, input_hw)) for layer in listing.layers]
-    write_json(ensure_writable_dir(out_dir) / "layers.json", [asdict(layer) for layer in layers])
+    write_json(out_dir / "layers.json", [asdict(layer) for layer in layers])
     return layers, notes
