@@ -111,7 +111,8 @@ def test_a_numpy_object_scalar_crashes_an_unguarded_load_but_is_refused_in_one_l
     proc = subprocess.run([sys.executable, "-c", script, str(path)], capture_output=True, text=True, env=env)
     assert proc.returncode == 2, (proc.returncode, proc.stderr)
     lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and "numpy dtype 'O8'" in lines[0] and TRUST in lines[0], proc.stderr
+    assert len(lines) == 1 and TRUST in lines[0], proc.stderr
+    assert "it builds a numpy dtype 'O8': only numbers" in lines[0]
 
 
 @pytest.mark.parametrize("fallback", [False, True], ids=["safe_globals", "restricted-unpickler"])
