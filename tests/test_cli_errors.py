@@ -56,6 +56,14 @@ def test_refused_checkpoint_explains_the_trust_flag(base_args, tmp_path):
     assert_user_error(proc, "weights_only=True", "model.trust_checkpoint=true")
 
 
+def test_a_checkpoint_that_would_crash_numpy_is_one_line_not_a_segfault(base_args, tmp_path):
+    from .checkpoint_payloads import SEGFAULT, checkpoint_pickle, torch_zip
+
+    path = torch_zip(tmp_path / "segfault.pth", checkpoint_pickle(SEGFAULT))
+    proc = run_cli(*base_args, f"model.checkpoint={path}")
+    assert_user_error(proc, "segfault.pth", "numpy dtype 'O8'", "model.trust_checkpoint=true")
+
+
 def test_unknown_layer_lists_closest_names(base_args):
     proc = run_cli(*base_args, "recorder.recorders.neck.source=nek")
     assert_user_error(proc, "no module named 'nek'", "closest: neck", "mode=layers")

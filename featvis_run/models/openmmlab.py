@@ -316,7 +316,8 @@ class OpenMMLabAdapter:
                 )
             self.prepare(model)
             pipeline = Compose(self.test_pipeline_cfg(cfg, mc.test_scale))
-        classes = (checkpoint_classes(ckpt) if ckpt else None) or self.config_classes(cfg)
-        palette = (checkpoint_palette(ckpt) if ckpt else None) or self.config_palette(cfg)
+        where = f"{plan.key}.checkpoint={str(plan.checkpoint_path)!r}"
+        classes = (checkpoint_classes(ckpt, where) if ckpt else None) or self.config_classes(cfg)
+        palette = (checkpoint_palette(ckpt, where) if ckpt else None) or self.config_palette(cfg)
         model.to(mc.device).eval()
         return BuiltModel(plan=plan, model=model, classes=classes, checkpoint=info, pipeline=pipeline, palette=palette)
