@@ -16,6 +16,7 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from featvis_run.cli_args import is_multirun, option_value, prepare_argv
+from featvis_run.cli_checks import exit_on_bad_command_line
 from featvis_run.errors import ConfigError, FeatvisError, RunInterrupted
 from featvis_run.schema import Config, Mode, register_configs
 
@@ -172,6 +173,7 @@ def main() -> None:
     runs Hydra, and turns Ctrl-C into one line and exit code 130."""
     raw = sys.argv[1:]
     sys.argv[1:] = prepare_argv(raw)
+    exit_on_bad_command_line(sys.argv[1:])  # keys, values, sweeps without -m, SLURM (featvis_run.cli_checks)
     problem = _check_output_dir_arg(raw) or _check_same_settings(raw, sys.argv[1:])
     if problem:
         print(f"featvis-run: error: {problem}", file=sys.stderr)

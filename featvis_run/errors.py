@@ -11,6 +11,7 @@ __all__ = [
     "RecordingError",
     "RunInterrupted",
     "TargetNotFound",
+    "error_line",
 ]
 
 
@@ -50,3 +51,15 @@ class RunInterrupted(KeyboardInterrupt):
 
 class TargetNotFound(FeatvisError):
     """``target=...`` matches no detection of an image (``det:5`` with 3 detections, a class not detected)."""
+
+
+def error_line(err: BaseException) -> str:
+    """An exception from a library as one line for a user error: its type and message, whitespace collapsed (a
+    syntax error with its line number)."""
+    if isinstance(err, SyntaxError) and err.msg:
+        where = f" at line {err.lineno}" if err.lineno else ""
+        return f"{type(err).__name__}: {err.msg}{where}"
+    text = " ".join(str(err).split())
+    if isinstance(err, KeyError) and len(err.args) == 1:
+        text = repr(err.args[0])
+    return f"{type(err).__name__}: {text}" if text else type(err).__name__

@@ -1,7 +1,8 @@
 """Typed config schema: one dataclass per Hydra config group, registered in Hydra's ConfigStore.
 
 The YAML files under ``conf/`` extend these schemas, so a misspelt key or a value of the wrong type
-(``alpha=abc``, ``topk=x``) fails when Hydra composes the config, with Hydra's own message.
+(``alpha=abc``, ``topk=x``) fails when Hydra composes the config (on the command line,
+:mod:`featvis_run.cli_checks` says so first, in one line).
 The same dataclasses are what the runner receives (``OmegaConf.to_object``): inner code never sees a DictConfig.
 """
 

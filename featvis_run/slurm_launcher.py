@@ -22,6 +22,8 @@ watches every job of the array itself:
   cancelled by the two rules above) is a failed job of the sweep: one ``featvis-run: error:`` line on stderr, and
   its job folder gets ``.hydra/overrides.yaml`` and ``error.json``, so the sweep summary lists it with that reason,
   the other jobs finish, and the exit code is 1 (as for any failed job);
+- no ``sbatch``/``srun`` on PATH (no SLURM here) ends the sweep before anything is submitted, with one line saying
+  how to run it locally, exit code 2;
 - sbatch refusing the submission (more CPUs or memory than a node has, an unknown partition, ...) ends the sweep
   at once with one line naming the request, exit code 2;
 - Ctrl-C cancels the sweep's unfinished jobs.
@@ -45,6 +47,8 @@ from typing import Any, NoReturn
 from hydra.core.utils import JobReturn, JobStatus
 from hydra_plugins.hydra_submitit_launcher.submitit_launcher import SlurmLauncher
 from omegaconf import OmegaConf, open_dict
+
+from featvis_run.cli_checks import slurm_missing
 
 __all__ = ["FeatvisSlurmLauncher"]
 
@@ -100,6 +104,10 @@ class FeatvisSlurmLauncher(SlurmLauncher):
         from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
 
         assert self.config is not None and len(job_overrides) > 0
+        missing = slurm_missing()  # submitit would say it with a traceback (also checked before Hydra: cli_checks)
+        if missing:
+            _say(missing)
+            sys.exit(2)
         params = {k: v for k, v in self.params.items() if k not in _OWN_KEYS}
         init_keys = {"max_num_timeout", "submitit_folder"}
         executor = submitit.AutoExecutor(

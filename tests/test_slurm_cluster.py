@@ -1,6 +1,6 @@
 """Sweeps through ``hydra/launcher=slurm`` on a real SLURM cluster (``scripts/slurm-local.sh up`` starts a one-node
-one on this machine). The cluster tests are skipped, with the reason, when no cluster answers; the first two tests
-need none (the launcher's config, and an sbatch that refuses).
+one on this machine). The cluster tests are skipped, with the reason, when no cluster answers; the first three tests
+need none (the launcher's config, an sbatch that refuses, and no SLURM at all).
 
 The installed console script runs each sweep; the jobs run on the cluster in other processes, share the cache
 folder, and the sweep ends with a summary. Every subprocess has a timeout: a hanging sweep fails the test.
@@ -117,12 +117,15 @@ def test_launcher_config_is_featvis_launcher_with_defaults_for_a_small_node(tmp_
 
 
 def test_a_request_sbatch_refuses_ends_the_sweep_with_one_line(tmp_path):
+    # no cluster needed: a fake sbatch that refuses, and a fake srun (submitit looks for it before submitting)
     fake = tmp_path / "bin"
     fake.mkdir()
     (fake / "sbatch").write_text(
         "#!/bin/sh\necho 'sbatch: error: Batch job submission failed: Invalid partition name specified' >&2\nexit 1\n"
     )
-    (fake / "sbatch").chmod(0o755)
+    (fake / "srun").write_text("#!/bin/sh\nexit 1\n")
+    for tool in ("sbatch", "srun"):
+        (fake / tool).chmod(0o755)
     env = {**os.environ, "PATH": f"{fake}{os.pathsep}{os.environ.get('PATH', '')}"}
     proc = run_sweep(env, "hydra.launcher.partition=nope", f"hydra.sweep.dir={tmp_path / 'sweep'}", cwd=tmp_path)
     assert proc.returncode == 2, proc.stderr
@@ -133,6 +136,19 @@ def test_a_request_sbatch_refuses_ends_the_sweep_with_one_line(tmp_path):
         "and set hydra.launcher.partition / cpus_per_task / mem_gb / gpus_per_node / timeout_min"
     ]
     assert "Traceback" not in proc.stderr
+
+
+def test_without_slurm_a_slurm_sweep_is_one_line_saying_how_to_run_locally(tmp_path):
+    # PATH without sbatch or srun, whatever this machine has installed
+    env = {**os.environ, "PATH": str(tmp_path / "empty-bin")}
+    proc = run_sweep(env, "reducer=select_max,squeeze_mean", f"hydra.sweep.dir={tmp_path / 'sweep'}", cwd=tmp_path)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.splitlines() == [
+        "featvis-run: error: hydra/launcher=slurm needs SLURM, but sbatch and srun are not on PATH (no SLURM on this "
+        "machine); run the sweep here instead: drop hydra/launcher=slurm (one job after another) or use "
+        "hydra/launcher=parallel (joblib, jobs side by side)"
+    ]
+    assert not (tmp_path / "sweep").exists()  # refused before Hydra made anything
 
 
 def test_sharded_multi_image_sweep_draws_every_image_once(slurm_env, sweep, tmp_path):

@@ -12,7 +12,6 @@ import difflib
 import importlib
 import importlib.util
 import logging
-import re
 import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -20,7 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from featvis_run.errors import ModelError
+from featvis_run.devices import device_problem
+from featvis_run.errors import ModelError, error_line
 from featvis_run.hashing import file_sha256_cached, stable_hash
 from featvis_run.models.base import BuiltModel, CheckpointInfo, ImageResult, ModelPlan
 from featvis_run.paths import resolve_package_path
@@ -31,6 +31,7 @@ __all__ = [
     "check_device",
     "check_test_scale",
     "device_type",
+    "merge_cfg_options",
     "parse_cfg_options",
     "quiet_openmmlab",
 ]
@@ -68,14 +69,29 @@ def parse_cfg_options(options: Sequence[str], key: str = "model") -> dict[str, A
     return parsed
 
 
-_DEVICE = re.compile(r"^(cpu|mps|meta|(cuda|xpu|npu|mlu|hpu)(:\d+)?)$")
+def merge_cfg_options(cfg: Any, options: Sequence[str], key: str = "model") -> None:
+    """Merge ``key=value`` strings into the mmengine config ``cfg``; a value mmengine cannot merge (a dict where the
+    config has a number, a name into a list) or that leaves ``model`` without a dict is one ModelError line."""
+    try:
+        cfg.merge_from_dict(parse_cfg_options(options, key))
+    except ModelError:
+        raise
+    except Exception as err:  # mmengine raises TypeError, KeyError, IndexError ... with multi-line messages
+        reason = error_line(err)
+        raise ModelError(f"{key}.cfg_options={list(options)} cannot be merged into the config: {reason}") from err
+    if not isinstance(cfg.get("model"), dict):
+        raise ModelError(
+            f"{key}.cfg_options={list(options)} leaves the config's model as {cfg.get('model')!r}, not a dict; "
+            "set keys inside it, e.g. 'model.bbox_head.num_classes=3'"
+        )
 
 
 def device_type(device: str, key: str = "model") -> str:
-    """The type of a torch device string (``cuda:1`` -> ``cuda``), checked without importing torch (planning a
-    model whose features are cached never loads it)."""
-    if not _DEVICE.match(device):
-        raise ModelError(f"{key}.device={device!r} is not a torch device; use cpu or cuda:0")
+    """The type of a device string (``cuda:1`` -> ``cuda``), checked without importing torch (planning a model
+    whose features are cached never loads it); only :data:`featvis_run.devices.DEVICE_CHOICES` are accepted."""
+    problem = device_problem(f"{key}.device", device)
+    if problem:
+        raise ModelError(problem)
     return device.split(":")[0]
 
 
@@ -254,10 +270,9 @@ class OpenMMLabAdapter:
         except ImportError as err:
             raise ModelError(_missing_package(err, ref, where)) from err
         except Exception as err:
-            detail = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-            raise ModelError(f"{where}={ref!r} cannot be read: {detail}") from err
+            raise ModelError(f"{where}={ref!r} ({config_path}) cannot be read: {error_line(err)}") from err
         if mc.cfg_options:
-            cfg.merge_from_dict(parse_cfg_options(mc.cfg_options, key))
+            merge_cfg_options(cfg, mc.cfg_options, key)
         _strip_pretrained(cfg.model)  # never download pretrained weights
         notes = tuple(self.adjust_config(cfg))
         if mc.test_scale is not None and self.test_pipeline_cfg(cfg, mc.test_scale) == self.test_pipeline_cfg(

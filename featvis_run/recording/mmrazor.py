@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from featvis_run.errors import ConfigError
+from featvis_run.errors import ConfigError, error_line
 from featvis_run.schema import MappingSpec, RecorderSpec, parse_recorders
 
 __all__ = ["MMRAZOR_TYPES", "VisConfig", "load_vis_config"]
@@ -81,9 +81,10 @@ def load_vis_config(path: str, side: int | None = None) -> VisConfig:
         raise ConfigError(f"recorder.file={path!r}: no such file; give the path of an MMRazor vis_config .py file")
     try:
         cfg = Config.fromfile(str(file)).to_dict()
-    except Exception as err:
-        detail = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise ConfigError(f"recorder.file={path!r} cannot be read as an mmengine config: {detail}") from err
+    except Exception as err:  # the file is Python that mmengine runs: any exception can come out of it
+        where = "" if str(file.resolve()) == path else f" ({file.resolve()})"
+        reason = error_line(err)
+        raise ConfigError(f"recorder.file={path!r}{where} cannot be read as an mmengine config: {reason}") from err
     own = side is not None and f"recorders{side}" in cfg  # a diff config's side
     suffix = str(side) if own else ("" if "recorders" in cfg else "1")
     rec_key, map_key = f"recorders{suffix}", f"mappings{suffix}"

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from featvis_run.report.links import href as url_path
 from featvis_run.store.manifest import MapRecord, RunResult
 from featvis_run.store.outputs import write_bytes
 
@@ -30,7 +31,7 @@ def scale_text(scale: Sequence[float] | None, tile_scales: Sequence[Any] = ()) -
 
 
 def _figure(href: str, caption: str, sub: str = "") -> str:
-    link = html.escape(href)
+    link = url_path(href)
     extra = f"<br><span class='scale'>{html.escape(sub)}</span>" if sub else ""
     return (
         f"<figure><a href='{link}'><img src='{link}' loading='lazy' alt='{html.escape(caption)}'></a>"

@@ -20,6 +20,16 @@ def make_console() -> Console:
     return console if console.is_terminal else Console(width=160)
 
 
+def _e(value: Any) -> str:
+    """``value`` as text that rich prints literally (a path or note holding ``[/b]`` or ``[lo,hi]``)."""
+    return escape(str(value))
+
+
+def _add_row(table: Table, *cells: Any) -> None:
+    """A table row whose cells print literally (rich reads markup in plain string cells)."""
+    table.add_row(*(_e(c) for c in cells))
+
+
 def _shape(shape: Sequence[int]) -> str:
     return "x".join(str(v) for v in shape)
 
@@ -42,12 +52,12 @@ def print_job_line(result: RunResult, console: Console | None = None) -> None:
     status = "[green]ok[/]" if result.ok else f"[bold red]{len(result.failures)} failed[/]"
     seconds = sum(result.timings.values())
     console.print(
-        f"[bold]job[/] {result.out_dir.name}: {status}, {len(result.outputs)} maps, {state}, {seconds:.2f} s",
+        f"[bold]job[/] {_e(result.out_dir.name)}: {status}, {len(result.outputs)} maps, {state}, {seconds:.2f} s",
         highlight=False,
     )
     for note in result.notes:
         if note.startswith(_LOUD):
-            console.print(f"  [bold red]note:[/] {note}", highlight=False)
+            console.print(f"  [bold red]note:[/] {_e(note)}", highlight=False)
 
 
 def print_summary(result: RunResult, console: Console | None = None) -> None:
@@ -57,9 +67,11 @@ def print_summary(result: RunResult, console: Console | None = None) -> None:
         weights = (
             f"[bold red]random init (seed {m.seed})[/]"
             if m.sha256 is None
-            else f"{m.checkpoint} (sha256 {m.sha256[:12]}…)"
+            else f"{_e(m.checkpoint)} (sha256 {m.sha256[:12]}…)"
         )
-        console.print(f"[bold]model[/] {m.name}  [dim]{m.mmdet_config}[/]  weights: {weights}  device: {m.device}")
+        console.print(
+            f"[bold]model[/] {_e(m.name)}  [dim]{_e(m.mmdet_config)}[/]  weights: {weights}  device: {_e(m.device)}"
+        )
         if m.sha256 is not None and (m.missing_keys or m.unexpected_keys):
             console.print(
                 f"  [yellow]checkpoint keys: {m.matched_keys} loaded, {m.missing_keys} model parameters not in it, "
@@ -73,9 +85,9 @@ def print_summary(result: RunResult, console: Console | None = None) -> None:
         console.print(_outputs_table(result) if result.experiment == "single" else _levels_table(result))
     for note in result.notes:
         style = "bold red" if note.startswith(_LOUD) else "yellow"
-        console.print(f"[{style}]note:[/] {note}")
+        console.print(f"[{style}]note:[/] {_e(note)}")
     for f in result.failures:
-        console.print(f"[bold red]failed:[/] {f.item}: {f.reason}")
+        console.print(f"[bold red]failed:[/] {_e(f.item)}: {_e(f.reason)}")
     cache = result.extra.get("cache")
     if cache:
         state = "off" if not cache["enabled"] else ("hit" if result.extra["cache_hit"] else "miss")
@@ -83,26 +95,27 @@ def print_summary(result: RunResult, console: Console | None = None) -> None:
         evicted = f", {cache['evicted_entries']} evicted" if cache.get("evicted_entries") else ""
         console.print(
             f"[bold]cache[/] {state}: {result.extra['forward_passes']} forward pass(es), {cache['hits']} hit(s), "
-            f"{cache['misses']} miss(es), {cache['size_bytes'] / 1e6:.1f} MB{bound}{evicted} in {cache['dir'] or '-'}"
+            f"{cache['misses']} miss(es), {cache['size_bytes'] / 1e6:.1f} MB{bound}{evicted} in "
+            f"{_e(cache['dir'] or '-')}"
         )
         if cache.get("turned_off"):
-            console.print(f"[yellow]note:[/] {cache['turned_off']}")
+            console.print(f"[yellow]note:[/] {_e(cache['turned_off'])}")
         for reason in cache.get("recomputed", []):  # entries not trusted: unreadable, another key, older format
-            console.print(f"[yellow]note:[/] {escape(reason)}")
+            console.print(f"[yellow]note:[/] {_e(reason)}")
     if result.extra.get("resumed_images"):
         console.print(f"[bold]resumed[/] {result.extra['resumed_images']} image(s) finished by an earlier run here")
     timings = "  ".join(f"{k} {v:.2f}s" for k, v in result.timings.items())
-    console.print(f"[bold]timings[/] {timings}")
+    console.print(f"[bold]timings[/] {_e(timings)}")
     index = result.out_dir / "index.html"
-    console.print(f"[bold]output[/] {result.out_dir}  (manifest.json{', index.html' if index.exists() else ''})")
+    console.print(f"[bold]output[/] {_e(result.out_dir)}  (manifest.json{', index.html' if index.exists() else ''})")
 
 
 def _outputs_table(result: RunResult) -> Table:
-    table = Table(title=f"{result.experiment}: {len(result.outputs)} maps", show_lines=False)
+    table = Table(title=_e(f"{result.experiment}: {len(result.outputs)} maps"), show_lines=False)
     for col in ("image", "layer", "level", "C x H x W", "reducer", "channels", "file"):
         table.add_column(col, overflow="fold")
     for o in result.outputs:
-        table.add_row(o.image, o.layer, o.level, _shape(o.shape), o.reducer, _channels(o.channels), o.file)
+        _add_row(table, o.image, o.layer, o.level, _shape(o.shape), o.reducer, _channels(o.channels), o.file)
     return table
 
 
@@ -111,7 +124,7 @@ def _levels_table(result: RunResult) -> Table:
     title = (
         f"{result.experiment}: {len(result.images)} images, {len(result.failures)} failed, {len(result.outputs)} maps"
     )
-    table = Table(title=title)
+    table = Table(title=_e(title))
     for col in ("layer", "level", "images", "C", "H x W on image", "reducer", "mean of map means", "contact sheet"):
         table.add_column(col, overflow="fold")
     groups: dict[tuple[str, str], list[Any]] = {}
@@ -124,7 +137,7 @@ def _levels_table(result: RunResult) -> Table:
         mean = sum(means) / len(means) if means else float("nan")
         channels = sorted({o.shape[0] for o in outs})
         row = (layer, level, str(len(outs)), ",".join(map(str, channels)), hw, outs[0].reducer, f"{mean:.4g}")
-        table.add_row(*row, sheets.get((layer, level), ""))
+        _add_row(table, *row, sheets.get((layer, level), ""))
     return table
 
 
@@ -148,21 +161,21 @@ def _checkpoints_table(result: RunResult) -> Table:
     ckpts = result.extra.get("checkpoints", [])
     ok = [c["checkpoint"] for c in ckpts if c["status"] == "ok"]
     title = f"checkpoints: {len(ok)} of {len(ckpts)} loaded ({', '.join(ok) or '-'}), {len(result.images)} images"
-    table = Table(title=title)
+    table = Table(title=_e(title))
     for col in ("image", "layer", "level", "scale", f"{ok[0] if ok else 'first'} vs last: mean|A-B|", "CKA", "gif"):
         table.add_column(col, overflow="fold")
     for lv in result.extra.get("levels", []):
         first = lv["change"][0] if lv["change"] else {}
         scale = "-" if lv["scale"] is None else f"{lv['scale'][0]:.3g}..{lv['scale'][1]:.3g}"
         row = (lv["image"], lv["layer"], lv["level"], scale, _num(first.get("mean_abs_diff")), _num(first.get("cka")))
-        table.add_row(*row, lv["gif"])
+        _add_row(table, *row, lv["gif"])
     return table
 
 
 def _diff_table(result: RunResult) -> Table:
     """Per image and level: shapes, common grid, mean |A - B|, cosine, CKA, diff file."""
     a, b = (m.name for m in result.models)
-    table = Table(title=f"diff ({result.extra['diff_mode']}): A = {a}, B = {b}")
+    table = Table(title=_e(f"diff ({result.extra['diff_mode']}): A = {a}, B = {b}"))
     for col in ("image", "level", "A: C x H x W", "B: C x H x W", "grid", "mean |A-B|", "cosine", "CKA", "diff"):
         table.add_column(col, overflow="fold")
     for c in result.extra["comparisons"]:
@@ -170,7 +183,7 @@ def _diff_table(result: RunResult) -> Table:
         if not c["elementwise"]:
             grid += ", channels differ"
         row = (c["image"], c["level"], _shape(c["shape_a"]), _shape(c["shape_b"]), grid)
-        table.add_row(*row, _num(c["mean_abs_diff"]), _num(c["cosine"]), _num(c["cka"]), c["diff_file"])
+        _add_row(table, *row, _num(c["mean_abs_diff"]), _num(c["cosine"]), _num(c["cka"]), c["diff_file"])
     return table
 
 
@@ -187,8 +200,8 @@ def print_layers(
             shapes = "  ".join(_shape(s) for s in layer.shapes)
             if layer.grids:
                 shapes += "  (" + "; ".join(layer.grids) + ")"
-            table.add_row(layer.name, layer.type, shapes, str(layer.calls), f"{layer.params:,}")
+            _add_row(table, layer.name, layer.type, shapes, str(layer.calls), f"{layer.params:,}")
     console.print(table)
     for note in notes:
-        console.print(f"[yellow]note:[/] {note}")
-    console.print(f"[bold]output[/] {out_dir}/layers.json")
+        console.print(f"[yellow]note:[/] {_e(note)}")
+    console.print(f"[bold]output[/] {_e(out_dir)}/layers.json")

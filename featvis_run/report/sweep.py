@@ -24,6 +24,7 @@ from typing import Any
 
 from hydra.experimental.callback import Callback
 
+from featvis_run.report.links import href
 from featvis_run.store.outputs import write_bytes, write_json
 
 __all__ = ["JobRow", "SweepSummaryCallback", "build_summary", "mark_duplicates", "scale_sharing", "write_summary"]
@@ -177,7 +178,7 @@ def _cell(row: JobRow | None) -> str:
         head += f"<div class='dup'>duplicate: pictures identical to job {html.escape(row.duplicate_of)}</div>"
     captions = row.captions or tuple(Path(f).stem for f in row.files)
     imgs = "".join(
-        f"<figure><a href='{html.escape(f)}'><img src='{html.escape(f)}' title='{html.escape(f)}' loading='lazy'></a>"
+        f"<figure><a href='{href(f)}'><img src='{href(f)}' title='{html.escape(f)}' loading='lazy'></a>"
         f"<figcaption>{html.escape(c)}</figcaption></figure>"
         for f, c in zip(row.files, captions, strict=False)
     )
@@ -277,6 +278,7 @@ def write_summary(sweep_dir: Path, print_table: bool = True) -> list[JobRow]:
 
 
 def _print(rows: Sequence[JobRow], sweep_dir: Path) -> None:
+    from rich.markup import escape
     from rich.table import Table
 
     from featvis_run.report.summary import make_console
@@ -287,7 +289,7 @@ def _print(rows: Sequence[JobRow], sweep_dir: Path) -> None:
     for r in rows:
         seconds = f"{sum(r.timings.values()):.2f}"
         row = (r.job, r.status, str(r.outputs), str(r.cache_hit), str(r.forward_passes), seconds)
-        table.add_row(*row, r.duplicate_of or "", r.error or "")
+        table.add_row(*(escape(cell) for cell in (*row, r.duplicate_of or "", r.error or "")))
     console = make_console()
     console.print(table)
     dups = [r for r in rows if r.duplicate_of]
@@ -295,11 +297,11 @@ def _print(rows: Sequence[JobRow], sweep_dir: Path) -> None:
         console.print(
             f"[yellow]note:[/] {len(dups)} job(s) drew pictures byte-identical to an earlier job's (a swept option "
             "that changes nothing, e.g. topk with a reducer that ignores it): "
-            + ", ".join(f"{r.job} = {r.duplicate_of}" for r in dups),
+            + escape(", ".join(f"{r.job} = {r.duplicate_of}" for r in dups)),
             highlight=False,
         )
-    console.print(scale_sharing(rows), highlight=False)
-    console.print(f"[bold]sweep[/] {sweep_dir}  (summary.json, summary.csv, index.html)")
+    console.print(escape(scale_sharing(rows)), highlight=False)
+    console.print(f"[bold]sweep[/] {escape(str(sweep_dir))}  (summary.json, summary.csv, index.html)")
 
 
 class SweepSummaryCallback(Callback):
