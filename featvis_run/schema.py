@@ -18,6 +18,7 @@ from featvis_run.errors import ConfigError
 from featvis_run.maps.modes import ArrayExport, DiffMode, ReducerName, ScaleMode
 
 __all__ = [
+    "AnalysisConfig",
     "ArrayExport",
     "CacheConfig",
     "Config",
@@ -258,6 +259,21 @@ class ImagesConfig:
 
 
 @dataclass
+class AnalysisConfig:
+    """Numbers over a run (``experiment=single`` and ``multi_image``): per-channel statistics, a channel atlas, and
+    the settings of the explanation metrics."""
+
+    #: per-channel statistics of every recorded level over the run (mean, std, max, sparsity, dead) in channels.csv
+    channels: bool = False
+    #: the channel atlas (atlas/index.html): per channel, crops of the N images where it fires most; 0: no atlas
+    top_images: int = 0
+    #: explanation metrics: the steps of the deletion / insertion curves (2 x steps forward passes per image)
+    steps: int = 20
+    #: explanation metrics: a baseline to compare with (random: a seeded random map); null: none
+    baseline: str | None = None
+
+
+@dataclass
 class Config:
     model: ModelConfig = MISSING
     recorder: RecorderConfig = MISSING
@@ -268,6 +284,7 @@ class Config:
     cache: CacheConfig = MISSING
     image: str | None = None
     images: ImagesConfig = field(default_factory=ImagesConfig)
+    analysis: AnalysisConfig = field(default_factory=AnalysisConfig)
     checkpoints: Any = None  # experiment=checkpoints: a checkpoint file, glob, folder (its *.pth), or a list
     model_a: ModelConfig | None = None
     model_b: ModelConfig | None = None

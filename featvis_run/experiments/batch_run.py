@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import threading
 import time
@@ -15,6 +16,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from featvis_run.analysis.collector import RunAnalysis
 from featvis_run.drawing.layout import contact_sheet
 from featvis_run.errors import FeatvisError, RunInterrupted, TargetNotFound
 from featvis_run.experiments.common import activation_cache, cache_summary, progress_bar, resume_hint
@@ -51,6 +53,7 @@ class _Pending:
     image: ImageRecord
     notes: list[str]
     futures: list[Future]
+    analysis: Future | None = None  # its partial statistics and peaks (analysis.channels / analysis.top_images)
 
 
 class _ImageRun:
@@ -72,9 +75,11 @@ class _ImageRun:
         max_pending: int = 4,
         run_ranges: dict[str, tuple[float, float] | None] | None = None,
         strict: bool = False,
+        analysis: RunAnalysis | None = None,
     ):
         self.source, self.settings, self.folder, self.thumb_height = source, settings, folder, thumb_height
         self.pool, self.max_pending, self.run_ranges, self.strict = pool, max_pending, run_ranges, strict
+        self.analysis = analysis if analysis is not None and analysis.enabled else None
         self.pending: deque[_Pending] = deque()
         self.out_dir = folder.out_dir
         self.outputs: list[MapRecord] = []
@@ -125,18 +130,25 @@ class _ImageRun:
             explained = explained_record(self.settings, item.predictions)
             image = ImageRecord(os.path.abspath(im.path), g.ori_hw, g.input_hw, **counts, **explained, id=im.image_id)
             futures = [self._submit(job) for job in jobs]
-            self.pending.append(_Pending(im.image_id, image, notes, futures))
+            measured = self._measure(item.features, g)
+            self.pending.append(_Pending(im.image_id, image, notes, futures, measured))
             while len(self.pending) > self.max_pending:
                 self._collect_oldest()
 
-    def _submit(self, job: Callable[[], Any]) -> Future:
+    def _measure(self, features: dict[LevelKey, np.ndarray], geometry: Any) -> Future | None:
+        """An image's analysis partial, measured in the pool like its drawings (None when analysis is off)."""
+        if self.analysis is None:
+            return None
+        return self._submit(functools.partial(self.analysis.measure, features, geometry), "analysis")
+
+    def _submit(self, job: Callable[[], Any], phase: str = "render") -> Future:
         def timed() -> Any:
             started = time.perf_counter()
             try:
                 return job()
             finally:
                 with self._timer_lock:
-                    self.source.timer.add("render", started)
+                    self.source.timer.add(phase, started)
 
         if self.pool is not None:
             return self.pool.submit(timed)
@@ -153,6 +165,8 @@ class _ImageRun:
         self._add(p.image_id, p.image, records, p.notes, [picture for _, picture in drawn])
         payload = {"image": asdict(p.image), "outputs": [asdict(r) for r in records], "notes": p.notes}
         arrays = [a["file"] for r in records for a in r.arrays.values()]
+        if self.analysis is not None and p.analysis is not None:  # written and counted before it is journaled
+            arrays += self.analysis.keep(p.image_id, p.image.path, p.analysis.result())
         self.folder.record(p.image_id, [r.file for r in records] + arrays, payload)
 
     def finish(self) -> None:
@@ -252,7 +266,13 @@ def run_images(
     timer = Timer()
     cache = activation_cache(cfg)
     thumb_height = cfg.experiment.contact_tile if not strict and cfg.experiment.contact_sheet else 0
-    finished = {image_id: entry for image_id, _ in inputs if (entry := folder.finished(image_id))}
+    analysis = RunAnalysis(cfg.analysis, out_dir, [image_id for image_id, _ in inputs])
+    # an image counts as finished only with its analysis partial (merged here, in input order, as a fresh run would)
+    finished = {
+        image_id: entry
+        for image_id, _ in inputs
+        if (entry := folder.finished(image_id)) and analysis.restore(image_id, entry)
+    }
     batches = ImageBatches(
         [i for i in inputs if i[0] not in finished], cfg.images.batch_size, strict, cfg.images.max_pixels
     )
@@ -265,7 +285,9 @@ def run_images(
     )
     begun = time.perf_counter()
     with drawing_pool() as pool:
-        run = _ImageRun(source, settings, folder, thumb_height, pool, run_ranges=ranges, strict=strict)
+        run = _ImageRun(
+            source, settings, folder, thumb_height, pool, run_ranges=ranges, strict=strict, analysis=analysis
+        )
         try:
             with progress_bar(enabled=not strict) as progress:
                 task = progress.add_task("images", total=len(inputs), rate="") if progress else None
@@ -283,7 +305,12 @@ def run_images(
             run.salvage()  # the images already drawing are finished and journaled; no half-drawn one is
             raise RunInterrupted(len(run.images), len(inputs), resume_hint(cfg, out_dir)) from None
     sheets = run.contact_sheets() if run.thumbs else []
-    notes = folder.notes + source.model_notes()
+    analysis_entry = None
+    if analysis.enabled:
+        started = time.perf_counter()
+        analysis_entry = analysis.finish(cfg.images.max_pixels)
+        timer.add("analysis_write", started)
+    notes = folder.notes + source.model_notes() + analysis.notes
     notes += non_finite_notes(run.outputs) + sorted({o.note for o in run.outputs if o.note}) + run.notes
     result = RunResult(
         experiment=experiment,
@@ -300,6 +327,7 @@ def run_images(
             "resumed_images": len(finished),
             "scale": _scale_entry(settings, ranges),
             **({"contact_sheets": sheets} if sheets else {}),
+            **({"analysis": analysis_entry} if analysis_entry else {}),
         },
     )
     result.save()

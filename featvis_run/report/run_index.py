@@ -64,6 +64,22 @@ def _diff_section(comparisons: Sequence[dict[str, Any]]) -> str:
     return "<h2>A | B | diff panels</h2><div>" + "".join(rows) + "</div>"
 
 
+def _analysis_section(entry: dict[str, Any]) -> str:
+    """Links to ``channels.csv`` and the atlas, and the dead channels of each level (``analysis.*``)."""
+    links = [
+        f"<a href='{url_path(entry[k])}'>{html.escape(label)}</a>"
+        for k, label in (("channels_csv", "channel statistics (channels.csv)"), ("atlas", "channel atlas"))
+        if entry.get(k)
+    ]
+    rows = "".join(
+        f"<li class='{'loud' if lv['dead'] else ''}'>{html.escape(lv['layer'])} / {html.escape(lv['level'])}: "
+        f"{len(lv['dead'])} of {lv['channels']} channels dead{': ' if lv['dead'] else ''}"
+        f"{html.escape(', '.join(map(str, lv['dead'])))}</li>"
+        for lv in entry.get("levels", [])
+    )
+    return f"<h2>analysis</h2><p>{' | '.join(links)}</p>" + (f"<ul>{rows}</ul>" if rows else "")
+
+
 def _page(result: RunResult) -> str:
     title = f"featvis-run {result.experiment}: {result.out_dir.name}"
     models = "".join(
@@ -78,6 +94,8 @@ def _page(result: RunResult) -> str:
     body = [f"<h1>{html.escape(title)}</h1><ul>{models}</ul><p>{scale_line}</p>"]
     body += [f"<p class='note'>note: {html.escape(n)}</p>" for n in result.notes]
     body += [f"<p class='fail'>failed: {html.escape(f.item)}: {html.escape(f.reason)}</p>" for f in result.failures]
+    if result.extra.get("analysis"):
+        body.append(_analysis_section(result.extra["analysis"]))
     if "comparisons" in result.extra:
         body.append(_diff_section(result.extra["comparisons"]))
         body.append("<h2>diff maps</h2>" + _maps_section(result.outputs))

@@ -88,6 +88,8 @@ def print_summary(result: RunResult, console: Console | None = None) -> None:
         console.print(f"[{style}]note:[/] {_e(note)}")
     for f in result.failures:
         console.print(f"[bold red]failed:[/] {_e(f.item)}: {_e(f.reason)}")
+    if result.extra.get("analysis"):
+        _print_analysis(result.extra["analysis"], console)
     cache = result.extra.get("cache")
     if cache:
         state = "off" if not cache["enabled"] else ("hit" if result.extra["cache_hit"] else "miss")
@@ -108,6 +110,26 @@ def print_summary(result: RunResult, console: Console | None = None) -> None:
     console.print(f"[bold]timings[/] {_e(timings)}")
     index = result.out_dir / "index.html"
     console.print(f"[bold]output[/] {_e(result.out_dir)}  (manifest.json{', index.html' if index.exists() else ''})")
+
+
+def _print_analysis(entry: dict[str, Any], console: Console) -> None:
+    """The channel statistics (dead channels per level, loud) and the atlas of ``analysis.*``."""
+    if entry.get("channels_csv"):
+        levels = entry.get("levels", [])
+        dead = [lv for lv in levels if lv["dead"]]
+        found = f"{sum(len(lv['dead']) for lv in dead)} dead channel(s)" if dead else "no dead channel"
+        console.print(
+            f"[bold]channels[/] {_e(entry['channels_csv'])}: {len(levels)} level(s) over {entry['images']} image(s), "
+            f"{found}",
+            highlight=False,
+        )
+        for lv in dead:
+            where = f"{lv['layer']}/{lv['level']}: {len(lv['dead'])} of {lv['channels']} ({_channels(lv['dead'])})"
+            console.print(f"  [bold red]dead:[/] {_e(where)}", highlight=False)
+    if entry.get("atlas"):
+        console.print(
+            f"[bold]atlas[/] {_e(entry['atlas'])} (top {entry['top_images']} image(s) per channel)", highlight=False
+        )
 
 
 def _outputs_table(result: RunResult) -> Table:

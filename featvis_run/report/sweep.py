@@ -256,6 +256,9 @@ def _gallery(rows: Sequence[JobRow], title: str) -> str:
 def write_summary(sweep_dir: Path, print_table: bool = True) -> list[JobRow]:
     """Build the summary of ``sweep_dir`` and write ``summary.json``, ``summary.csv`` and ``index.html``."""
     rows = build_summary(sweep_dir)
+    from featvis_run.analysis.sweep_merge import merge_sweep_channels  # analysis.channels: shards merged
+
+    channels = merge_sweep_channels(sweep_dir, [(r.job, r.overrides) for r in rows])
     payload = {
         "sweep_dir": str(sweep_dir),
         "summary_pid": os.getpid(),
@@ -266,6 +269,8 @@ def write_summary(sweep_dir: Path, print_table: bool = True) -> list[JobRow]:
         "duplicates": {r.job: r.duplicate_of for r in rows if r.duplicate_of},
         "scale_sharing": scale_sharing(rows),
         "rows": [asdict(r) for r in rows],
+        **({"channels": channels.files} if channels.files else {}),
+        **({"channel_notes": channels.notes} if channels.notes else {}),
     }
     write_json(sweep_dir / "summary.json", payload, overwrite=True)
     write_bytes(sweep_dir / "summary.csv", _csv(rows).encode(), overwrite=True)
@@ -274,7 +279,21 @@ def write_summary(sweep_dir: Path, print_table: bool = True) -> list[JobRow]:
     )
     if print_table:
         _print(rows, sweep_dir)
+        _print_channels(channels.files, channels.notes)
     return rows
+
+
+def _print_channels(files: dict[str, list[str]], notes: list[str]) -> None:
+    """The merged channel statistics of a sharded sweep (analysis.channels=true), and groups not merged."""
+    from rich.markup import escape
+
+    from featvis_run.report.summary import make_console
+
+    console = make_console()
+    for rel, jobs in files.items():
+        console.print(f"[bold]channels[/] {escape(rel)}: merged over {len(jobs)} shard(s)", highlight=False)
+    for note in notes:
+        console.print(f"[yellow]note:[/] {escape(note)}", highlight=False)
 
 
 def _print(rows: Sequence[JobRow], sweep_dir: Path) -> None:

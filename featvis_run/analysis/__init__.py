@@ -1,0 +1,1 @@
+"""Numbers over a run: channel statistics, a channel atlas, explanation metrics."""
