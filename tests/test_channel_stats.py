@@ -257,3 +257,25 @@ def test_shard_groups_and_a_sweep_merge_equal_one_run(tmp_path):
     assert merged.notes == [
         "channel statistics of the shards (reducer=x) not merged: image i0 was counted by jobs 0_a and 1_b"
     ]
+
+
+def test_analysis_settings_are_checked_before_a_run_starts():
+    from featvis_run.analysis.collector import check_analysis
+    from featvis_run.errors import ConfigError
+    from featvis_run.schema import AnalysisConfig
+
+    check_analysis(AnalysisConfig(channels=True, top_images=50), "multi_image")
+    check_analysis(AnalysisConfig(), "diff")  # nothing asked: nothing refused
+    with pytest.raises(ConfigError, match=r"^analysis.channels / analysis.top_images .* not experiment=diff;"):
+        check_analysis(AnalysisConfig(channels=True), "diff")
+    for bad in (-1, 51):
+        with pytest.raises(ConfigError, match=f"^analysis.top_images={bad} must be within 0..50"):
+            check_analysis(AnalysisConfig(top_images=bad), "single")
+
+
+def test_the_analysis_files_a_manifest_records_are_the_run_s_to_remove(tmp_path):
+    from featvis_run.store.owned_paths import manifest_paths
+
+    manifest = {"outputs": [], "analysis": {"files": ["channels.csv", "atlas/neck/p3/c0_0.jpg", "atlas/index.html"]}}
+    assert manifest_paths(manifest) == ["channels.csv", "atlas/neck/p3/c0_0.jpg", "atlas/index.html"]
+    assert manifest_paths({"outputs": [], "analysis": {"files": "channels.csv"}}) == []  # not a list: nothing

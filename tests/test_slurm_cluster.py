@@ -288,3 +288,35 @@ def test_jobs_that_never_start_are_cancelled_after_the_pending_timeout(slurm_env
         timeout=30,
     )
     assert "PENDING" not in states.stdout  # nothing left queued
+
+
+def test_channel_statistics_of_slurm_shards_merge_into_one_process_table(slurm_env, sweep, tmp_path):
+    images = tmp_path / "images"
+    images.mkdir()
+    rng = np.random.default_rng(1)
+    for i in range(4):
+        img = (rng.random((96, 128, 3)) * 60 + 80).astype(np.uint8)
+        cv2.circle(img, (30 + 20 * i, 48), 12 + 6 * i, (0, 0, 255), -1)
+        cv2.imwrite(str(images / f"img{i}.png"), img)
+    common = ("experiment=multi_image", f"images={images}", "analysis.channels=true", f"cache.dir={tmp_path / 'c'}")
+    proc = run_sweep(slurm_env, *common, "images.shard=0/2,1/2", f"hydra.sweep.dir={sweep}", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert len(slurm_job_ids(sweep)) == 2
+    assert all(r["status"] == "ok" for r in summary(sweep)["rows"])
+    single = tmp_path / "single"
+    local = subprocess.run(
+        [console_script(), *common, f"output.dir={single}"], capture_output=True, text=True, timeout=180, cwd=tmp_path
+    )
+    assert local.returncode == 0, local.stderr[-3000:]
+
+    def table(path: Path) -> list[list[str]]:
+        return [line.split(",") for line in path.read_text().splitlines()]
+
+    merged, one = table(sweep / "channels.csv"), table(single / "channels.csv")
+    assert merged[0] == one[0] and len(merged) == len(one) == 1 + 5 * 64
+    head = one[0]
+    for m, s in zip(merged[1:], one[1:], strict=True):
+        exact = [head.index(k) for k in ("layer", "level", "channel", "dead", "cells")]
+        assert [m[i] for i in exact] == [s[i] for i in exact]
+        close = [head.index(k) for k in ("mean", "std", "max", "min", "sparsity")]
+        np.testing.assert_allclose([float(m[i]) for i in close], [float(s[i]) for i in close], rtol=1e-6, atol=1e-12)

@@ -31,7 +31,15 @@ from featvis_run.maps.geometry import Geometry, crop_valid
 from featvis_run.schema import AnalysisConfig
 from featvis_run.store.outputs import safe_name, write_bytes
 
-__all__ = ["CHANNELS_CSV", "MAX_TOP_IMAGES", "PARTIAL_DIR", "RUN_PARTIAL", "ImageWhere", "RunAnalysis"]
+__all__ = [
+    "CHANNELS_CSV",
+    "MAX_TOP_IMAGES",
+    "PARTIAL_DIR",
+    "RUN_PARTIAL",
+    "ImageWhere",
+    "RunAnalysis",
+    "check_analysis",
+]
 
 CHANNELS_CSV = "channels.csv"
 RUN_PARTIAL = "channels.partial.npz"
@@ -44,16 +52,26 @@ LevelName = tuple[str, str]
 ImageWhere = tuple[str, Geometry, Any, dict[LevelName, tuple[int, int]]]
 
 
+def check_analysis(config: AnalysisConfig, experiment: str) -> None:
+    """Refuse ``analysis.*`` values the run cannot honour, before anything is written or loaded."""
+    if experiment not in ("single", "multi_image") and (config.channels or config.top_images):
+        raise ConfigError(
+            f"analysis.channels / analysis.top_images are computed by experiment=single and multi_image, not "
+            f"experiment={experiment}; drop them, or run experiment=multi_image on the same images"
+        )
+    if config.top_images < 0 or config.top_images > MAX_TOP_IMAGES:
+        raise ConfigError(
+            f"analysis.top_images={config.top_images} must be within 0..{MAX_TOP_IMAGES} (the atlas keeps that "
+            "many images per channel; 0: no atlas)"
+        )
+
+
 class RunAnalysis:
     """The analysis of one run over ``image_ids`` (the run's inputs in order: an image's position is its rank among
     equal peaks)."""
 
     def __init__(self, config: AnalysisConfig, out_dir: Path, image_ids: Sequence[str]):
-        if config.top_images < 0 or config.top_images > MAX_TOP_IMAGES:
-            raise ConfigError(
-                f"analysis.top_images={config.top_images} must be within 0..{MAX_TOP_IMAGES} (the atlas keeps that "
-                "many images per channel; 0: no atlas)"
-            )
+        check_analysis(config, "multi_image")
         self.channels, self.top = bool(config.channels), int(config.top_images)
         self.out_dir = out_dir
         self.seq = {image_id: i for i, image_id in enumerate(image_ids)}

@@ -6,6 +6,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from featvis_run.analysis.collector import check_analysis
 from featvis_run.errors import ConfigError
 from featvis_run.experiments.checkpoints import run_checkpoints
 from featvis_run.experiments.diff import run_diff
@@ -40,11 +41,7 @@ def run_experiment(cfg: Config, out_dir: Path, resolved: dict[str, Any]) -> RunR
     name = cfg.experiment.name
     if name not in EXPERIMENTS:
         raise ConfigError(f"experiment={name!r} is unknown; choose one of {', '.join(EXPERIMENTS)}")
-    if name not in ("single", "multi_image") and (cfg.analysis.channels or cfg.analysis.top_images):
-        raise ConfigError(
-            f"analysis.channels / analysis.top_images are computed by experiment=single and multi_image, not "
-            f"experiment={name}; drop them, or run experiment=multi_image on the same images"
-        )
+    check_analysis(cfg.analysis, name)
     ensure_writable_dir(out_dir)
     result = EXPERIMENTS[name](cfg, out_dir, resolved)
     write_run_index(result)
