@@ -98,9 +98,9 @@ def test_merge_of_many_parts_matches_the_whole_to_1e6_relative():
 
 
 def test_dead_rule_tolerance_by_hand():
-    # max - min <= 1e-6 * (1 + |max|): at max 5 the tolerance is 6e-6
-    cells = np.array([[5.0, 5.0 + 5e-6], [5.0, 5.0 + 7e-6], [0.0, 0.0], [-2.0, -2.0]])
-    assert dead_channels(moments_of(cells)).tolist() == [True, False, True, True]
+    # max - min <= 1e-6 * (1 + |max|): at max 5 the tolerance is about 6e-6, near 0 it is 1e-6 (not 0)
+    cells = np.array([[5.0, 5.0 + 5e-6], [5.0, 5.0 + 7e-6], [0.0, 0.0], [-2.0, -2.0], [0.0, 9e-7], [0.0, 1.1e-6]])
+    assert dead_channels(moments_of(cells)).tolist() == [True, False, True, True, True, False]
 
 
 def test_levels_with_other_channel_counts_are_refused_by_name():
