@@ -40,9 +40,8 @@ class FakeSource:
 
     calls: list[str] = []  # image ids the model was asked for, over every run of a test
 
-    def __init__(self, *args, **kwargs):
-        self.forward_passes = 0
-        self.timer = args[3]
+    def __init__(self, timer):
+        self.forward_passes, self.timer = 0, timer
 
     def features(self, images):
         self.forward_passes += 1
@@ -68,7 +67,7 @@ class FakeSource:
 def run(tmp_path, monkeypatch):
     """``run(*overrides)``: a multi-image run into ``tmp_path/out`` through :class:`FakeSource`; returns the
     manifest. The cache lives in ``tmp_path/cache`` unless an override says otherwise."""
-    monkeypatch.setattr(batch_run, "feature_source", lambda cfg, settings, cache, timer: FakeSource(0, 0, 0, timer))
+    monkeypatch.setattr(batch_run, "feature_source", lambda cfg, settings, cache, timer: FakeSource(timer))
     FakeSource.calls = []
     out = tmp_path / "out"
 
