@@ -37,7 +37,7 @@ from mutants import MUTANTS, Mutant  # noqa: E402  (a sibling module of this scr
 __all__ = ["Outcome", "apply_mutant", "first_failure", "main", "run_mutant"]
 
 REPO = Path(__file__).resolve().parents[1]
-COPIED = ("featvis_run", "conf", "hydra_plugins", "tests", "scripts", "pyproject.toml", "Makefile", "README.md")
+COPIED = ("featvis_run", "conf", "hydra_plugins", "tests", "scripts", "docs", "pyproject.toml", "Makefile", "README.md")
 _FAILED = re.compile(r"^(?:FAILED|ERROR) (\S+)", re.MULTILINE)
 
 
