@@ -24,7 +24,7 @@ PINS := torch===$(TORCH_VERSION) torchvision==$(TORCHVISION_VERSION) mmcv==$(MMC
 	xtcocotools==$(XTCOCOTOOLS_VERSION) ftfy regex 'setuptools>=77.0.3,<81'
 
 .DEFAULT_GOAL := help
-.PHONY: help install test lint mutation-check wheel-check clean
+.PHONY: help install test lint docs mutation-check wheel-check clean
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -63,6 +63,9 @@ test: lint ## Lint, then run the test suite
 
 lint: ## ruff over the package, tests and scripts
 	$(BIN)/ruff check featvis_run hydra_plugins tests $(wildcard scripts)
+
+docs: ## Build the docs site into site/ in strict mode (generates docs/reference/configuration.md and manifest.md)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/python -m mkdocs build --strict --clean --site-dir site
 
 mutation-check: ## Break the code one mutant at a time (scripts/mutants.py); the fast tests must catch every one
 	$(BIN)/python scripts/mutation_check.py --report outputs/mutation-check.md

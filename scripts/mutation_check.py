@@ -43,7 +43,7 @@ from mutants import MUTANTS, Mutant  # noqa: E402  (a sibling module of this scr
 __all__ = ["SELECTION", "Outcome", "apply_mutant", "first_failure", "main", "run_mutant", "stale_reason"]
 
 REPO = Path(__file__).resolve().parents[1]
-COPIED = ("featvis_run", "conf", "hydra_plugins", "tests", "scripts", "pyproject.toml", "Makefile", "README.md")
+COPIED = ("featvis_run", "conf", "hydra_plugins", "tests", "scripts", "docs", "pyproject.toml", "Makefile", "README.md")
 _FAILED = re.compile(r"^(?:FAILED|ERROR) (\S+)", re.MULTILINE)
 #: the tests that may kill a mutant: fast ones that check behaviour (not the ``records`` checks of this list)
 SELECTION = "not slow and not records"

@@ -34,7 +34,7 @@ class MapRecord:
 @dataclass(frozen=True)
 class ImageRecord:
     """An input image that was drawn: its path, original and network-input sizes, and boxes drawn. ``id`` names
-    its output folder: the file's stem, made unique over the run's inputs (``a``, ``a-2``; see README)."""
+    its output folder: the file's stem, made unique over the run's inputs (``a``, ``a-2``; docs: many images)."""
 
     path: str
     size_hw: tuple[int, int]
@@ -101,6 +101,7 @@ class RunResult:
             d["weights"] = m.weights
             models.append(d)
         return {
+            "format_version": 2,
             "experiment": self.experiment,
             "status": "ok" if self.ok else "failed",
             "out_dir": str(self.out_dir),
