@@ -18,6 +18,7 @@ from featvis_run.errors import ConfigError
 from featvis_run.maps.modes import ArrayExport, DiffMode, ReducerName, ScaleMode
 
 __all__ = [
+    "AnalysisConfig",
     "ArrayExport",
     "CacheConfig",
     "Config",
@@ -220,6 +221,8 @@ class OutputConfig:
     colorbar: bool = False  # a labelled colour bar beside each picture
     save_arrays: ArrayExport = ArrayExport.none  # .npy files next to each picture: maps, features, both
     max_boxes: int | None = 20  # detector boxes drawn per picture, the best by score; null: all
+    #: ground-truth boxes (images.annotations) drawn in magenta on single maps; null: on when annotations are given
+    draw_gt: bool | None = None
 
 
 @dataclass
@@ -255,6 +258,29 @@ class ImagesConfig:
     batch_size: int = 1  # measured (make bench): RetinaNet-R50 on CPU is ~15% faster at 1 than at 2
     # null: no limit. A run holds about 40 bytes per input pixel: 50 MP is about 2 GB on top of the model
     max_pixels: int | None = 50_000_000
+    #: a COCO json of the images' boxes: images matched by file_name (path under the images folder, or basename)
+    annotations: str | None = None
+    #: an mmdet dataset config (Python: code, as model configs): its test split's ann_file and image folder
+    dataset: str | None = None
+    #: keep only the images whose annotations hold any of these classes, e.g. [circle, square]
+    classes: list[str] | None = None
+
+
+@dataclass
+class AnalysisConfig:
+    """Numbers over a run: channel statistics, a channel atlas, explanation metrics (Grad-CAM, EigenCAM)."""
+
+    #: per-channel statistics of every recorded level over the run, written to channels.csv
+    channels: bool = False
+    #: channel atlas: the N images where each channel fires most (0: off)
+    top_images: int = 0
+    #: explanation metrics: pixels removed / revealed in this many steps (deletion and insertion curves)
+    steps: int = 20
+    #: explanation metrics: also score a seeded random map (random), or not (null)
+    baseline: str | None = None
+    #: explanation metrics of reducer=gradcam|eigencam runs (pointing game, energy in boxes, deletion and
+    #: insertion AUC); costs 2 x steps forward passes per image (twice that with baseline=random)
+    metrics: bool = False
 
 
 @dataclass
@@ -268,6 +294,7 @@ class Config:
     cache: CacheConfig = MISSING
     image: str | None = None
     images: ImagesConfig = field(default_factory=ImagesConfig)
+    analysis: AnalysisConfig = field(default_factory=AnalysisConfig)
     checkpoints: Any = None  # experiment=checkpoints: a checkpoint file, glob, folder (its *.pth), or a list
     model_a: ModelConfig | None = None
     model_b: ModelConfig | None = None
