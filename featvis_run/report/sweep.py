@@ -313,8 +313,16 @@ def _print(rows: Sequence[JobRow], sweep_dir: Path) -> None:
     table = Table(title=f"sweep: {len(rows)} jobs, {sum(r.forward_passes for r in rows)} forward passes")
     with_metrics = any(r.metrics for r in rows)
     metric_cols = METRIC_COLUMNS if with_metrics else ()
+    short = {
+        "pointing_game": "pointing",
+        "energy_in_boxes": "energy",
+        "deletion_auc": "deletion",
+        "insertion_auc": "insertion",
+        "random_deletion_auc": "random del.",
+        "random_insertion_auc": "random ins.",
+    }
     for col in ("job", "status", "outputs", "cache hit", "forward passes", "seconds", *metric_cols):
-        table.add_column(col, overflow="fold")
+        table.add_column(short.get(col, col), overflow="fold")
     for col in ("duplicate of", "error"):
         table.add_column(col, overflow="fold")
     for r in rows:
