@@ -18,6 +18,7 @@ from featvis_run.errors import ConfigError
 from featvis_run.maps.modes import ArrayExport, DiffMode, ReducerName, ScaleMode
 
 __all__ = [
+    "AnalysisConfig",
     "ArrayExport",
     "CacheConfig",
     "Config",
@@ -285,6 +286,8 @@ class OutputConfig:
     save_arrays: ArrayExport = ArrayExport.none
     #: Detector boxes drawn per picture, the best by score; null: all.
     max_boxes: int | None = 20
+    #: Ground-truth boxes (images.annotations) drawn in magenta on single maps; null: on when annotations are given.
+    draw_gt: bool | None = None
 
 
 @dataclass
@@ -333,6 +336,29 @@ class ImagesConfig:
     #: Refuse larger images from their header, before decoding (a run holds about 40 bytes per input pixel: 50 MP
     #: is about 2 GB on top of the model); null: no limit.
     max_pixels: int | None = 50_000_000
+    #: a COCO json of the images' boxes: images matched by file_name (path under the images folder, or basename)
+    annotations: str | None = None
+    #: an mmdet dataset config (Python: code, as model configs): its test split's ann_file and image folder
+    dataset: str | None = None
+    #: keep only the images whose annotations hold any of these classes, e.g. [circle, square]
+    classes: list[str] | None = None
+
+
+@dataclass
+class AnalysisConfig:
+    """Numbers over a run: channel statistics, a channel atlas, explanation metrics (Grad-CAM, EigenCAM)."""
+
+    #: per-channel statistics of every recorded level over the run, written to channels.csv
+    channels: bool = False
+    #: channel atlas: the N images where each channel fires most (0: off)
+    top_images: int = 0
+    #: explanation metrics: pixels removed / revealed in this many steps (deletion and insertion curves)
+    steps: int = 20
+    #: explanation metrics: also score a seeded random map (random), or not (null)
+    baseline: str | None = None
+    #: explanation metrics of reducer=gradcam|eigencam runs (pointing game, energy in boxes, deletion and
+    #: insertion AUC); costs 2 x steps forward passes per image (twice that with baseline=random)
+    metrics: bool = False
 
 
 @dataclass
@@ -357,6 +383,8 @@ class Config:
     image: str | None = None
     #: The inputs of experiment=multi_image (and a list for diff and checkpoints).
     images: ImagesConfig = field(default_factory=ImagesConfig)
+    #: Numbers over the run: channel statistics, the channel atlas, explanation metrics (group analysis).
+    analysis: AnalysisConfig = field(default_factory=AnalysisConfig)
     #: experiment=checkpoints: a checkpoint file, glob, folder (its *.pth files) or a list, run in natural order.
     checkpoints: Any = None
     #: experiment=diff: model A, with the same keys as model (model@model_a=retinanet_r101).

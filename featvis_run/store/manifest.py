@@ -44,6 +44,8 @@ class ImageRecord:
     classes_predicted: int | None = None  # a segmentor's classes present in its class map
     explained: dict[str, Any] | None = None  # reducer=gradcam: the target and the detections it explained
     id: str | None = None  # the output folder name (None in records of runs before ids were recorded)
+    annotations: dict[str, Any] | None = None  # images.annotations: {"boxes": [{"bbox", "label"}]}
+    metrics: dict[str, Any] | None = None  # analysis.metrics: pointing_game, energy_in_boxes, deletion/insertion_auc
 
 
 @dataclass(frozen=True)
