@@ -1,1 +1,1 @@
-"""Numbers over a run: channel statistics, a channel atlas, explanation metrics."""
+"""Numbers over a run: annotations, explanation metrics, channel statistics and the atlas."""

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from featvis_run.drawing.boxes import draw_detections
+from featvis_run.drawing.boxes import draw_detections, draw_ground_truth
 from featvis_run.drawing.colorbar import add_colorbar
 from featvis_run.drawing.colour import (
     MISSING,
@@ -157,13 +157,15 @@ def render_map_scaled(
     image: np.ndarray | None,
     opts: RenderOptions,
     predictions: Predictions | None = None,
+    ground_truth: Detections | None = None,
 ) -> Drawn:
     """Draw a reduced, valid-cropped map; returns the picture with the colour range it was drawn with.
 
     ``feat_hw`` is the recorded map's full size (before cropping) and ``geom`` its placement on ``image``
     (the original BGR image). Maps of an image are drawn at the image's size (or ``resize_shape``), blended on it
     when ``overlaid``; predictions (detector boxes, a segmentor's class map) are drawn on single maps only, never
-    on grids. With ``colorbar`` a labelled colour bar is appended on the right.
+    on grids. With ``colorbar`` a labelled colour bar is appended on the right. ``ground_truth`` (annotated boxes)
+    is drawn in magenta under the predictions, on single maps of the image.
     """
     canvas = _canvas_image(image, opts) if image is not None else None
     if reduced.kind == "grid":
@@ -192,8 +194,10 @@ def render_map_scaled(
     out, scale = _draw_one(reduced.maps[0], feat_hw, geom, canvas, opts)
     if canvas is None:
         return _with_bar(Drawn(magnify(out, opts.min_size), scale), opts)
+    sizes = (canvas.shape[0] / geom.ori_hw[0], canvas.shape[1] / geom.ori_hw[1])
+    if ground_truth is not None and len(ground_truth.boxes):
+        out = draw_ground_truth(out, ground_truth, sizes)
     if isinstance(predictions, Detections) and len(predictions.boxes):
-        sizes = (canvas.shape[0] / geom.ori_hw[0], canvas.shape[1] / geom.ori_hw[1])
         out = draw_detections(out, predictions.best(opts.max_boxes), sizes)
     elif isinstance(predictions, SegmentationMap):
         out = draw_segmentation(out, predictions)

@@ -16,6 +16,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from featvis_run.analysis.annotations import GroundTruth, run_annotations
 from featvis_run.analysis.collector import RunAnalysis
 from featvis_run.drawing.layout import contact_sheet
 from featvis_run.errors import FeatvisError, RunInterrupted, TargetNotFound
@@ -30,6 +31,7 @@ from featvis_run.experiments.draw import (
 )
 from featvis_run.experiments.explain import explained_record, feature_source
 from featvis_run.experiments.inputs import ImageBatches
+from featvis_run.experiments.metrics_run import MetricsPlan, metric_means, run_image_metrics
 from featvis_run.experiments.pipeline import drawing_pool, prefetch
 from featvis_run.experiments.settings import DrawSettings
 from featvis_run.maps.scales import RangeBook
@@ -78,6 +80,9 @@ class _ImageRun:
         analysis: RunAnalysis | None = None,
     ):
         self.source, self.settings, self.folder, self.thumb_height = source, settings, folder, thumb_height
+        self.metrics: MetricsPlan | None = None  # analysis.metrics
+        self.truth: dict[str, GroundTruth] = {}  # images.annotations, by image id
+        self.draw_gt = False
         self.pool, self.max_pending, self.run_ranges, self.strict = pool, max_pending, run_ranges, strict
         self.analysis = analysis if analysis is not None and analysis.enabled else None
         self.pending: deque[_Pending] = deque()
@@ -113,22 +118,36 @@ class _ImageRun:
             return
         for im, item in zip(batch, items, strict=True):
             notes = [f"{im.image_id}: {note}" for note in (*im.notes, *item.notes)]
+            features = item.features
+            if self.metrics is not None:  # EigenCAM: its fused level, scored by the metrics
+                features = {**features, **self.metrics.extra_levels(features, item.geometry, self.settings)}
+            truth = self.truth.get(im.image_id)
             jobs = level_jobs(
                 im.image_id,
                 im.array,
-                item.features,
+                features,
                 item.geometry,
                 item.predictions,
                 self.settings,
                 self.out_dir,
                 self.run_ranges,
+                truth.as_detections() if truth is not None and self.draw_gt else None,
             )
             g = item.geometry
             counts = prediction_counts(item.predictions, self.settings)
             capped = box_cap_note(im.image_id, counts, self.settings.render.max_boxes)
             notes += [capped] if capped else []
             explained = explained_record(self.settings, item.predictions)
-            image = ImageRecord(os.path.abspath(im.path), g.ori_hw, g.input_hw, **counts, **explained, id=im.image_id)
+            extra: dict[str, Any] = {"annotations": truth.record()} if truth is not None else {}
+            if self.metrics is not None:
+                scored, metric_notes = run_image_metrics(
+                    self.metrics, self.settings, self.source, im, item.predictions, features, g, truth
+                )
+                extra.update(scored)
+                notes += metric_notes
+            image = ImageRecord(
+                os.path.abspath(im.path), g.ori_hw, g.input_hw, **counts, **explained, id=im.image_id, **extra
+            )
             futures = [self._submit(job) for job in jobs]
             measured = self._measure(item.features, g)
             self.pending.append(_Pending(im.image_id, image, notes, futures, measured))
@@ -262,6 +281,11 @@ def run_images(
     """
     strict = experiment == "single"
     settings = DrawSettings.from_config(cfg)
+    metrics = MetricsPlan.from_config(cfg)
+    annotated = run_annotations(cfg, inputs)
+    if annotated is not None:
+        inputs = annotated.inputs
+    draw_gt = annotated is not None and cfg.output.draw_gt is not False
     folder = RunFolder.open(out_dir, resolved, cfg.output.overwrite, [image_id for image_id, _ in inputs])
     timer = Timer()
     cache = activation_cache(cfg)
@@ -288,6 +312,11 @@ def run_images(
         run = _ImageRun(
             source, settings, folder, thumb_height, pool, run_ranges=ranges, strict=strict, analysis=analysis
         )
+        run.metrics, run.truth, run.draw_gt = metrics, annotated.truth if annotated else {}, draw_gt
+        if metrics is not None:
+            from featvis_run.report.summary import make_console
+
+            make_console().print(metrics.cost_line(), highlight=False, markup=False)
         try:
             with progress_bar(enabled=not strict) as progress:
                 task = progress.add_task("images", total=len(inputs), rate="") if progress else None
@@ -310,7 +339,10 @@ def run_images(
         started = time.perf_counter()
         analysis_entry = analysis.finish(cfg.images.max_pixels)
         timer.add("analysis_write", started)
-    notes = folder.notes + source.model_notes() + analysis.notes
+    notes = folder.notes + source.model_notes() + list(annotated.notes if annotated else ()) + analysis.notes
+    if metrics is not None:
+        scored, spent = sum(1 for im in run.images if im.metrics), timer.seconds.get("metrics", 0.0)
+        notes.append(metrics.cost_line() + (f"; {spent / scored:.2f} s per image here" if scored else ""))
     notes += non_finite_notes(run.outputs) + sorted({o.note for o in run.outputs if o.note}) + run.notes
     result = RunResult(
         experiment=experiment,
@@ -328,10 +360,27 @@ def run_images(
             "scale": _scale_entry(settings, ranges),
             **({"contact_sheets": sheets} if sheets else {}),
             **({"analysis": analysis_entry} if analysis_entry else {}),
+            **_metrics_entry(run.images, metrics),
         },
     )
     result.save()
     return result
+
+
+def _metrics_entry(images: Sequence[ImageRecord], plan: MetricsPlan | None) -> dict[str, Any]:
+    """The manifest's run-wide ``metrics`` block (means over the images scored), when metrics were asked for."""
+    if plan is None:
+        return {}
+    layer = next((im.metrics["layer"] for im in images if im.metrics), None)
+    means = metric_means(images, layer) or {"layer": None, "images": 0, "steps": plan.steps}
+    return {
+        "metrics": {
+            **means,
+            "reducer": plan.reducer,
+            "target": plan.target.text,
+            "passes_per_image": plan.passes_per_image,
+        }
+    }
 
 
 def _scale_entry(settings: DrawSettings, ranges: dict[str, tuple[float, float] | None] | None) -> dict[str, Any]:

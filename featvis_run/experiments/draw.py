@@ -14,7 +14,9 @@ import numpy as np
 
 from featvis_run.drawing.render import render_map_scaled
 from featvis_run.experiments.settings import DrawSettings
+from featvis_run.maps.cam import FUSED
 from featvis_run.maps.geometry import Geometry, crop_valid, valid_cells
+from featvis_run.maps.modes import ReducerName
 from featvis_run.maps.reduce import ReducedMap, reduce_channels, standardize
 from featvis_run.maps.scales import RangeBook, image_ranges
 from featvis_run.predictions import Detections, Predictions
@@ -87,6 +89,9 @@ def reduce_levels(
     reduced = {}
     for key, feat in features.items():
         cropped = crop_valid(feat, geometry)
+        if key.level == FUSED and settings.reducer == ReducerName.eigencam.value:  # fused EigenCAM: drawn as is
+            reduced[key] = ReducedMap(cropped.astype(np.float32, copy=False), (), settings.reducer)
+            continue
         if settings.use_norm:
             cropped = standardize(cropped)
         reduced[key] = reduce_channels(cropped, settings.reducer, settings.topk, where=f"{key.layer}/{key.level}")
@@ -108,6 +113,7 @@ def level_jobs(
     settings: DrawSettings,
     out_dir: Path,
     run_ranges: Mapping[str, tuple[float, float] | None] | None = None,
+    ground_truth: Detections | None = None,
 ) -> list[Callable[[], tuple[MapRecord, np.ndarray]]]:
     """The drawing of each (C, H, W) map of one image as a job that renders it, writes it under
     ``out_dir/<image>/<layer>/<level>.<fmt>`` (with its arrays) and returns its record with the picture (jobs can
@@ -124,6 +130,7 @@ def level_jobs(
         settings: how to reduce and draw.
         out_dir: the run folder.
         run_ranges: the ranges of the run's statistics pass (``output.scale=per_level/per_run``), by group.
+        ground_truth: annotated boxes to draw on single maps (``output.draw_gt``).
     """
     shown = settings.shown(predictions)
     reduced = reduce_levels(features, geometry, settings)
@@ -134,7 +141,7 @@ def level_jobs(
         target = out_dir / safe_name(image_id) / safe_name(key.layer) / f"{safe_name(key.level)}.{settings.fmt}"
         opts = dataclasses.replace(settings.render, value_range=ranges[key])
         job = functools.partial(
-            _draw_level, image_id, key, feat, reduced[key], geometry, image, shown, settings, opts, target
+            _draw_level, image_id, key, feat, reduced[key], geometry, image, shown, settings, opts, target, ground_truth
         )
         jobs.append(job)
     return jobs
@@ -169,9 +176,10 @@ def _draw_level(
     settings: DrawSettings,
     opts: Any,
     target: Path,
+    ground_truth: Detections | None = None,
 ) -> tuple[MapRecord, np.ndarray]:
     c, h, w = feat.shape
-    drawn = render_map_scaled(reduced, (h, w), geometry, image, opts, shown)
+    drawn = render_map_scaled(reduced, (h, w), geometry, image, opts, shown, ground_truth)
     written = write_image(target, drawn.picture)
     base = target.parents[2]
     cropped = crop_valid(feat, geometry) if settings.save_features else None

@@ -19,7 +19,9 @@ import numpy as np
 
 from featvis_run.maps.geometry import Geometry, cell_span, upsample_to_canvas
 
-__all__ = ["eigen_cam", "fuse_cams", "grad_cam", "gradcam_weights", "valid_region"]
+__all__ = ["FUSED", "eigen_cam", "fuse_cams", "grad_cam", "gradcam_weights", "valid_region"]
+
+FUSED = "fused"  # the level name of a layer's fused map
 
 
 def valid_region(feat_hw: tuple[int, int], geom: Geometry) -> tuple[slice, slice]:

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from featvis_run.errors import ConfigError
-from featvis_run.maps.cam import fuse_cams, grad_cam, valid_region
+from featvis_run.maps.cam import FUSED, fuse_cams, grad_cam, valid_region
 from featvis_run.maps.geometry import Geometry
 from featvis_run.maps.targets import Target
 from featvis_run.models.base import BuiltModel, ImageFeatures
@@ -30,7 +30,6 @@ from featvis_run.timing import Timer
 
 __all__ = ["FUSED", "CamSource", "cam_levels"]
 
-FUSED = "fused"  # the level name of a layer's fused map
 _CAM_VERSION = 1  # bump when the CAM or fusion rule changes (cached CAMs are then recomputed)
 
 

@@ -83,6 +83,9 @@ def print_summary(result: RunResult, console: Console | None = None) -> None:
         console.print(_checkpoints_table(result))
     else:
         console.print(_outputs_table(result) if result.experiment == "single" else _levels_table(result))
+    metrics = result.extra.get("metrics")
+    if metrics:
+        console.print(_metrics_line(metrics), highlight=False)
     for note in result.notes:
         style = "bold red" if note.startswith(_LOUD) else "yellow"
         console.print(f"[{style}]note:[/] {_e(note)}")
@@ -130,6 +133,20 @@ def _print_analysis(entry: dict[str, Any], console: Console) -> None:
         console.print(
             f"[bold]atlas[/] {_e(entry['atlas'])} (top {entry['top_images']} image(s) per channel)", highlight=False
         )
+
+
+def _metrics_line(block: dict[str, Any]) -> str:
+    """The explanation metrics' means (and the random baseline's) on one line."""
+    keys = ("pointing_game", "energy_in_boxes", "deletion_auc", "insertion_auc")
+
+    def values(b: dict[str, Any]) -> str:
+        return "  ".join(f"{k} {_num(b.get(k))}" for k in keys)
+
+    head = f"[bold]metrics[/] {_e(block.get('reducer'))} {_e(block.get('layer'))}, {block.get('images', 0)} image(s): "
+    line = head + _e(values(block))
+    if block.get("random"):
+        line += f"  [dim]random: {_e(values(block['random']))}[/]"
+    return line
 
 
 def _outputs_table(result: RunResult) -> Table:

@@ -49,6 +49,7 @@ class JobRow:
     digest: str | None = None  # sha256 over the job's pictures (names within the job and bytes)
     duplicate_of: str | None = None  # an earlier job whose pictures are byte-identical
     scale: dict[str, Any] | None = None  # the manifest's colour scale block (mode, fixed range, run ranges)
+    metrics: dict[str, Any] | None = None  # the manifest's explanation metrics means (analysis.metrics)
 
 
 def _overrides(job_dir: Path) -> dict[str, str]:
@@ -89,6 +90,7 @@ def _read_job(job_dir: Path, sweep_dir: Path) -> JobRow:
             captions=tuple(captions),
             digest=_digest(job_dir, [o["file"] for o in m["outputs"]]),
             scale=m.get("scale"),
+            metrics=m.get("metrics"),
         )
     error = job_dir / "error.json"
     if error.exists():
@@ -156,6 +158,7 @@ def _csv(rows: Sequence[JobRow]) -> str:
             "seconds",
             "duplicate_of",
             "error",
+            *METRIC_COLUMNS,
         ]
     )
     for r in rows:
@@ -164,8 +167,29 @@ def _csv(rows: Sequence[JobRow]) -> str:
         writer.writerow(
             [r.job, overrides, r.status, r.outputs, r.images, r.failures, r.cache_hit, r.forward_passes, seconds]
             + [r.duplicate_of or "", r.error or ""]
+            + [_metric(r, col) for col in METRIC_COLUMNS]
         )
     return buf.getvalue()
+
+
+#: explanation metrics shown per job (means over its images; ``random_*``: the random baseline's)
+METRIC_COLUMNS = (
+    "pointing_game",
+    "energy_in_boxes",
+    "deletion_auc",
+    "insertion_auc",
+    "random_deletion_auc",
+    "random_insertion_auc",
+)
+
+
+def _metric(row: JobRow, column: str) -> str:
+    """A job's mean of one metric as text (4 decimals), empty when it has none."""
+    block = row.metrics or {}
+    if column.startswith("random_"):
+        block, column = block.get("random") or {}, column.removeprefix("random_")
+    value = block.get(column)
+    return "" if value is None else f"{value:.4f}"
 
 
 def _cell(row: JobRow | None) -> str:
@@ -176,6 +200,9 @@ def _cell(row: JobRow | None) -> str:
         head += f"<div class='err'>{html.escape(row.error)}</div>"
     if row.duplicate_of:
         head += f"<div class='dup'>duplicate: pictures identical to job {html.escape(row.duplicate_of)}</div>"
+    if row.metrics:
+        shown = ", ".join(f"{c} {_metric(row, c)}" for c in METRIC_COLUMNS if _metric(row, c))
+        head += f"<div class='metrics'>metrics: {html.escape(shown)}</div>"
     captions = row.captions or tuple(Path(f).stem for f in row.files)
     imgs = "".join(
         f"<figure><a href='{href(f)}'><img src='{href(f)}' title='{html.escape(f)}' loading='lazy'></a>"
@@ -303,11 +330,24 @@ def _print(rows: Sequence[JobRow], sweep_dir: Path) -> None:
     from featvis_run.report.summary import make_console
 
     table = Table(title=f"sweep: {len(rows)} jobs, {sum(r.forward_passes for r in rows)} forward passes")
-    for col in ("job", "status", "outputs", "cache hit", "forward passes", "seconds", "duplicate of", "error"):
+    with_metrics = any(r.metrics for r in rows)
+    metric_cols = METRIC_COLUMNS if with_metrics else ()
+    short = {
+        "pointing_game": "pointing",
+        "energy_in_boxes": "energy",
+        "deletion_auc": "deletion",
+        "insertion_auc": "insertion",
+        "random_deletion_auc": "random del.",
+        "random_insertion_auc": "random ins.",
+    }
+    for col in ("job", "status", "outputs", "cache hit", "forward passes", "seconds", *metric_cols):
+        table.add_column(short.get(col, col), overflow="fold")
+    for col in ("duplicate of", "error"):
         table.add_column(col, overflow="fold")
     for r in rows:
         seconds = f"{sum(r.timings.values()):.2f}"
         row = (r.job, r.status, str(r.outputs), str(r.cache_hit), str(r.forward_passes), seconds)
+        row += tuple(_metric(r, c) for c in metric_cols)
         table.add_row(*(escape(cell) for cell in (*row, r.duplicate_of or "", r.error or "")))
     console = make_console()
     console.print(table)

@@ -34,7 +34,7 @@ class MapRecord:
 @dataclass(frozen=True)
 class ImageRecord:
     """An input image that was drawn: its path, original and network-input sizes, and boxes drawn. ``id`` names
-    its output folder: the file's stem, made unique over the run's inputs (``a``, ``a-2``; see README)."""
+    its output folder: the file's stem, made unique over the run's inputs (``a``, ``a-2``; docs: many images)."""
 
     path: str
     size_hw: tuple[int, int]
@@ -44,6 +44,8 @@ class ImageRecord:
     classes_predicted: int | None = None  # a segmentor's classes present in its class map
     explained: dict[str, Any] | None = None  # reducer=gradcam: the target and the detections it explained
     id: str | None = None  # the output folder name (None in records of runs before ids were recorded)
+    annotations: dict[str, Any] | None = None  # images.annotations: {"boxes": [{"bbox", "label"}]}
+    metrics: dict[str, Any] | None = None  # analysis.metrics: pointing_game, energy_in_boxes, deletion/insertion_auc
 
 
 @dataclass(frozen=True)
@@ -101,6 +103,7 @@ class RunResult:
             d["weights"] = m.weights
             models.append(d)
         return {
+            "format_version": 2,
             "experiment": self.experiment,
             "status": "ok" if self.ok else "failed",
             "out_dir": str(self.out_dir),
