@@ -247,8 +247,13 @@ def config_reference() -> str:
         "`model_a.*` and `model_b.*` (experiment=diff) have the keys of `model.*`; `recorder_b.*` those of "
         "`recorder.*`.\n"
     )
-    out.append("### `images`\n")
-    out.append(_key_table("images.", schema.ImagesConfig, described, {}))
+    # nested key blocks that are not groups (images, analysis, ...); model_a/model_b/recorder_b reuse a group's keys
+    reused = {_unwrap(hints[group])[0] for group in GROUPS}
+    for name, tp in hints.items():
+        inner = _unwrap(tp)[0]
+        if name not in GROUPS and dataclasses.is_dataclass(inner) and inner not in reused:
+            out.append(f"### `{name}`\n")
+            out.append(_key_table(f"{name}.", inner, described, {}))
     for group in GROUPS:
         cls = _unwrap(hints[group])[0]
         out.append(_group_section(group, cls, described, defaults[group]))
