@@ -136,8 +136,9 @@ def model_labels(models: Sequence[Mapping[str, Any]]) -> list[str]:
             stem = Path(str(ckpt)).stem if ckpt else "random init"
             label = f"{name} ({stem})"
         labels.append(label)
+    repeated = [labels.count(label) > 1 for label in labels]
     for i, m in enumerate(models):
-        if labels.count(labels[i]) > 1:
+        if repeated[i]:
             labels[i] += f" [{str(m.get('sha256') or 'seed ' + str(m.get('seed')))[:8]}]"
     return labels
 
