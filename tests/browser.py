@@ -98,7 +98,5 @@ def assert_offline_and_clean(opened: OpenPage, folder: Path) -> None:
     assert not [c for c in opened.console if c[0] in ("error", "warning")], opened.console
     root = folder.resolve().as_uri() + "/"
     assert opened.requests and all(u.startswith(root) for u in opened.requests), opened.requests
-    broken = opened.eval(
-        "Array.from(document.images).filter(i => !(i.complete && i.naturalWidth > 0)).map(i => i.src)"
-    )
+    broken = opened.eval("Array.from(document.images).filter(i => !(i.complete && i.naturalWidth > 0)).map(i => i.src)")
     assert broken == [], broken

@@ -146,4 +146,3 @@ def test_the_terminal_summary_names_what_grad_cam_explained(tmp_path):
     image = ImageRecord("/x/scene.png", (10, 10), (10, 10), explained=explained, id="scene")
     result = RunResult("single", tmp_path, {}, (), (image,), ())
     assert explained_lines(result) == ["scene: target square; 1 detection(s): square 0.91 at [1, 2, 30, 41]"]
-

@@ -65,8 +65,15 @@ def _channel_order(feat: np.ndarray) -> dict[str, list[float]]:
     return {"max": [round(float(v), 6) for v in peak], "mean": [round(float(v), 6) for v in mean]}
 
 
-def map_entry(root: Path, role: str, record: Mapping[str, Any], placement: Mapping[str, Any] | None = None,
-              array_key: str = "map", features_key: str = "features", prefix: str = "") -> dict[str, Any]:
+def map_entry(
+    root: Path,
+    role: str,
+    record: Mapping[str, Any],
+    placement: Mapping[str, Any] | None = None,
+    array_key: str = "map",
+    features_key: str = "features",
+    prefix: str = "",
+) -> dict[str, Any]:
     """One map of the page: where it lies, its colour range, its values (when ``<level>.npy`` was saved) and its
     recorded features (when ``<level>.features.npy`` was); ``prefix`` is prepended to relative links (sweeps)."""
     place = placement or record

@@ -418,7 +418,11 @@
       MAIN.appendChild(el("h2", { text: lv.layer + " / " + lv.level }));
       var m = frames.filter(function (f) { return f.layer === lv.layer && f.level === lv.level && f.checkpoint === label; })[0];
       var grid = el("div", { cls: "grid" });
-      if (m) grid.appendChild(Panel(m, label + "  (" + (S.ckpt + 1) + " of " + CKPTS.length + ")", lv.layer + " / " + lv.level).el);
+      if (m) {
+        var p = Panel(m, label + "  (" + (S.ckpt + 1) + " of " + CKPTS.length + ")", lv.layer + " / " + lv.level);
+        if (!S.width) p.el.style.width = Math.min(640, Math.max(360, document.documentElement.clientWidth / 2 - 40)) + "px";
+        grid.appendChild(p.el);
+      }
       var side = el("div", { cls: "plots" });
       if (lv.change_plot) side.appendChild(el("img", { src: link(lv.change_plot), alt: "change plot", cls: "change" }));
       var rows = (lv.change || []).map(function (c) {
@@ -468,7 +472,7 @@
       var j = jobs.filter(function (x) { return x.job === name; })[0];
       var m = chosen.filter(function (x) { return x.job === name && x.image === image && x.layer + " / " + x.level === level; })[0];
       if (!m) return;
-      var p = Panel(m, j.label, j.duplicate_of ? "DUPLICATE of " + j.duplicate_of : j.job);
+      var p = Panel(m, j.label, j.duplicate_of ? "DUPLICATE of " + j.duplicate_of : "job " + j.job.split("_")[0]);
       if (j.duplicate_of) p.el.classList.add("duplicate");
       grid.appendChild(p.el);
     });
@@ -528,7 +532,9 @@
         readout.className = "readout";
         readout.textContent = "channel " + ch + " · value " + fmt(data[off + row * F.w + col]) + " at cell (row " + row + ", col " + col + ") · stride " + (m.stride ? fmt(m.stride[0]) : "-");
       });
-      grid.appendChild(el("div", { cls: "chan", "data-channel": String(ch) }, [cv, el("span", { text: "#" + ch + " max " + fmt(F.max[ch]) + " mean " + fmt(F.mean[ch]) })]));
+      var tile = el("div", { cls: "chan", "data-channel": String(ch) }, [cv, el("b", { text: "channel " + ch + (F.max[ch] === 0 && F.mean[ch] === 0 ? " (all 0)" : "") }), el("span", { text: "max " + fmt(F.max[ch]) + " · mean " + fmt(F.mean[ch]) })]);
+      tile.style.width = tileW + "px";
+      grid.appendChild(tile);
     });
     CHANNELS.appendChild(grid);
     if (scroll) CHANNELS.scrollIntoView({ block: "start" });
