@@ -108,11 +108,21 @@ def test_a_large_run_is_split_into_one_page_per_image(tmp_path, monkeypatch):
 
 
 def test_a_photo_is_read_only_from_the_runs_own_input(tmp_path):
+    import cv2
+
     from featvis_run.report.page.photos import store_photos
 
+    for name in ("input.png", "elsewhere.png"):
+        cv2.imwrite(str(tmp_path / name), np.full((10, 10, 3), 80, np.uint8))
+    # a record naming another file than the run's input of that id: no photo is read or written
     image = ImageRecord(str(tmp_path / "elsewhere.png"), (10, 10), (10, 10), id="a")
     assert store_photos(tmp_path, [image], {"a": str(tmp_path / "input.png")}, None) == [image]
     assert not (tmp_path / "a").exists()
+    # the run's own input: stored once as <image>/image.jpg
+    own = ImageRecord(str(tmp_path / "input.png"), (10, 10), (10, 10), id="a")
+    (stored,) = store_photos(tmp_path, [own], {"a": str(tmp_path / "input.png")}, None)
+    assert stored.image_file == "a/image.jpg" and stored.image_file_hw == (10, 10)
+    assert cv2.imread(str(tmp_path / "a" / "image.jpg")).shape == (10, 10, 3)
 
 
 def test_two_checkpoints_of_one_config_are_told_apart():
