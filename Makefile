@@ -82,7 +82,7 @@ CHECKPOINT_B ?=
 MODEL_ARGS = $(if $(MODEL),model=$(MODEL),) $(if $(CHECKPOINT),model.checkpoint=$(CHECKPOINT),)
 INPUT_ARGS = $(if $(IMAGES),experiment=multi_image images=$(IMAGES),)
 REDUCERS := pixel_wise_max,squeeze_mean,select_max,none
-.PHONY: report-fpn report-backbone report-topk report-diff report-sweep bench clean-cache demo-model train-hook-demo
+.PHONY: report-fpn report-backbone report-topk report-diff report-sweep report-screenshots bench clean-cache demo-model train-hook-demo
 
 report-fpn: ## Every FPN level with the four reducers (MODEL=, CHECKPOINT=, IMAGES=)
 	$(FEATVIS) -m $(MODEL_ARGS) $(INPUT_ARGS) recorder=fpn reducer=$(REDUCERS) topk=8 hydra.sweep.dir=$(REPORTS)/fpn/$(STAMP)
@@ -105,6 +105,9 @@ report-diff: ## RetinaNet-R101 vs R50 per FPN level: diff maps, panels, mean|A-B
 report-sweep: ## The 8-job sweep (4 reducers x topk 4, 8) with its gallery
 	$(FEATVIS) -m $(MODEL_ARGS) $(INPUT_ARGS) reducer=$(REDUCERS) topk=4,8 hydra.sweep.dir=$(REPORTS)/sweep/$(STAMP)
 	@echo "report: $(abspath $(REPORTS)/sweep/$(STAMP))/index.html"
+
+report-screenshots: ## Screenshots of the report page's views (demo runs, Debian's chromium) into outputs/screenshots/
+	$(BIN)/python scripts/report_screenshots.py --out outputs/screenshots $(if $(DOCS),--docs,)
 
 bench: ## Benchmark: cached sweep vs cold runs, rendering vs MMEngine (writes benchmarks/RESULTS.md)
 	$(BIN)/python scripts/bench.py --out benchmarks/RESULTS.md

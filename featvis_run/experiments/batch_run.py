@@ -27,6 +27,7 @@ from featvis_run.experiments.draw import (
     level_jobs,
     non_finite_notes,
     prediction_counts,
+    prediction_record,
     reduce_levels,
 )
 from featvis_run.experiments.explain import explained_record, feature_source
@@ -34,6 +35,7 @@ from featvis_run.experiments.inputs import ImageBatches
 from featvis_run.experiments.metrics_run import MetricsPlan, metric_means, run_image_metrics
 from featvis_run.experiments.pipeline import drawing_pool, prefetch
 from featvis_run.experiments.settings import DrawSettings
+from featvis_run.maps.geometry import geometry_record
 from featvis_run.maps.scales import RangeBook
 from featvis_run.models.source import FeatureSource
 from featvis_run.recording.levels import LevelKey
@@ -146,7 +148,15 @@ class _ImageRun:
                 extra.update(scored)
                 notes += metric_notes
             image = ImageRecord(
-                os.path.abspath(im.path), g.ori_hw, g.input_hw, **counts, **explained, id=im.image_id, **extra
+                os.path.abspath(im.path),
+                g.ori_hw,
+                g.input_hw,
+                **counts,
+                **explained,
+                id=im.image_id,
+                geometry=geometry_record(g),
+                predictions=prediction_record(item.predictions, self.settings),
+                **extra,
             )
             futures = [self._submit(job) for job in jobs]
             measured = self._measure(item.features, g)

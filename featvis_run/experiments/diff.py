@@ -29,11 +29,11 @@ from featvis_run.experiments.diff_levels import (
     level_ranges,
     reduce_level,
 )
-from featvis_run.experiments.draw import box_cap_note, finite_stats, prediction_counts, save_arrays
+from featvis_run.experiments.draw import box_cap_note, finite_stats, prediction_counts, prediction_record, save_arrays
 from featvis_run.experiments.inputs import ImageBatches, check_inputs, image_paths, named_inputs, selected_inputs
 from featvis_run.experiments.pipeline import drawing_pool, prefetch
 from featvis_run.experiments.settings import DrawSettings
-from featvis_run.maps.geometry import valid_cells
+from featvis_run.maps.geometry import cell_placement, geometry_record, valid_cells
 from featvis_run.maps.scales import RangeBook
 from featvis_run.models.base import ImageFeatures
 from featvis_run.models.source import FeatureSource
@@ -151,7 +151,15 @@ class _DiffRun:
             g = item_a.geometry
             counts = prediction_counts(item_a.predictions, self.settings)
             capped = box_cap_note(im.image_id, counts, self.settings.render.max_boxes)
-            image = ImageRecord(os.path.abspath(im.path), g.ori_hw, g.input_hw, **counts, id=im.image_id)
+            image = ImageRecord(
+                os.path.abspath(im.path),
+                g.ori_hw,
+                g.input_hw,
+                **counts,
+                id=im.image_id,
+                geometry=geometry_record(g),
+                predictions=prediction_record(item_a.predictions, self.settings),
+            )
             return {"image": asdict(image), "notes": notes + ([capped] if capped else [])}
 
         def draw(level: tuple[LevelKey, LevelKey, ReducedLevel]) -> tuple[MapRecord, dict[str, Any]]:
@@ -197,6 +205,19 @@ class _DiffRun:
         rel = str(diff_file.relative_to(self.out_dir))
         comparison = {"image": im.image_id, "level": level, "layer_a": key_a.layer, "layer_b": key_b.layer}
         comparison |= numbers | {"diff_file": rel, "panel_file": str(panel_file.relative_to(self.out_dir))}
+        sides = (
+            ("a", lv.a.full_hw, lv.a.geometry),
+            ("b", lv.b.full_hw, lv.b.geometry),
+            ("diff", lv.full_hw, lv.geometry),
+        )
+        for name, full_hw, geometry in sides:  # where each map lies on the image (the page draws A | B | diff)
+            stride, origin = cell_placement(full_hw, geometry)
+            comparison[f"placement_{name}"] = {
+                "stride_hw": list(stride),
+                "cell_origin": list(origin),
+                "geometry": geometry_record(geometry),
+            }
+        stride_hw, cell_origin = cell_placement(lv.full_hw, lv.geometry)
         maps = lv.diff.maps
         # on A's grid the image covers its valid cells; a resized common grid covers just the image
         valid = valid_cells(lv.a.full_hw, lv.a.geometry) if numbers["resized_to"] is None else maps.shape[-2:]
@@ -214,6 +235,8 @@ class _DiffRun:
             non_finite=int(maps.size - np.count_nonzero(np.isfinite(maps))),
             scale=numbers["scale"],
             arrays=self._arrays(diff_file, lv),
+            stride_hw=stride_hw,
+            cell_origin=cell_origin,
         )
         return record, comparison
 

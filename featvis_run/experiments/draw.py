@@ -15,11 +15,11 @@ import numpy as np
 from featvis_run.drawing.render import render_map_scaled
 from featvis_run.experiments.settings import DrawSettings
 from featvis_run.maps.cam import FUSED
-from featvis_run.maps.geometry import Geometry, crop_valid, valid_cells
+from featvis_run.maps.geometry import Geometry, cell_placement, crop_valid, valid_cells
 from featvis_run.maps.modes import ReducerName
 from featvis_run.maps.reduce import ReducedMap, reduce_channels, standardize
 from featvis_run.maps.scales import RangeBook, image_ranges
-from featvis_run.predictions import Detections, Predictions
+from featvis_run.predictions import Detections, Predictions, SegmentationMap
 from featvis_run.recording.levels import LevelKey
 from featvis_run.store.manifest import MapRecord
 from featvis_run.store.outputs import safe_name, write_array, write_image
@@ -32,6 +32,7 @@ __all__ = [
     "level_jobs",
     "non_finite_notes",
     "prediction_counts",
+    "prediction_record",
     "reduce_levels",
     "save_arrays",
 ]
@@ -47,6 +48,33 @@ def prediction_counts(predictions: Predictions | None, settings: DrawSettings) -
         shown = settings.shown(predictions)
         counts["boxes_drawn"] = len(shown.scores) if isinstance(shown, Detections) else 0
     return counts
+
+
+def prediction_record(predictions: Predictions | None, settings: DrawSettings) -> dict[str, Any] | None:
+    """The manifest's ``predictions`` of an image, in original pixels: a detector's boxes at or above
+    ``output.pred_score_thr`` (Grad-CAM: the explained ones), the best ``output.max_boxes`` by score; a segmentor's
+    classes present, largest share first. None without predictions."""
+    if isinstance(predictions, Detections):
+        kept = predictions if settings.target is not None else predictions.above(settings.pred_score_thr)
+        kept = kept.best(settings.render.max_boxes)
+        names = kept.class_names
+        boxes = [
+            {
+                "bbox": [round(float(v), 2) for v in box],
+                "label": names[int(label)] if 0 <= int(label) < len(names) else str(int(label)),
+                "score": round(float(score), 4),
+            }
+            for box, score, label in zip(kept.boxes, kept.scores, kept.labels, strict=True)
+        ]
+        return {"boxes": sorted(boxes, key=lambda b: -b["score"])}
+    if isinstance(predictions, SegmentationMap):
+        names = predictions.class_names
+        classes = [
+            {"label": names[i] if i < len(names) else str(i), "index": i, "share": round(share, 4)}
+            for i, share in predictions.present()
+        ]
+        return {"classes": classes}
+    return None
 
 
 def box_cap_note(image_id: str, counts: Mapping[str, int | None], max_boxes: int | None) -> str | None:
@@ -179,6 +207,7 @@ def _draw_level(
     ground_truth: Detections | None = None,
 ) -> tuple[MapRecord, np.ndarray]:
     c, h, w = feat.shape
+    stride_hw, cell_origin = cell_placement((h, w), geometry)
     drawn = render_map_scaled(reduced, (h, w), geometry, image, opts, shown, ground_truth)
     written = write_image(target, drawn.picture)
     base = target.parents[2]
@@ -199,6 +228,8 @@ def _draw_level(
         scale=drawn.scale,
         tile_scales=drawn.tile_scales,
         arrays=arrays,
+        stride_hw=stride_hw,
+        cell_origin=cell_origin,
     )
     return record, drawn.picture
 

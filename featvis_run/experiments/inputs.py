@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -18,7 +19,15 @@ from featvis_run.store.images import (
 from featvis_run.store.manifest import Failure
 from featvis_run.store.outputs import safe_name
 
-__all__ = ["ImageBatches", "check_inputs", "image_paths", "named_inputs", "selected_inputs", "unique_ids"]
+__all__ = [
+    "ImageBatches",
+    "check_inputs",
+    "image_paths",
+    "input_sources",
+    "named_inputs",
+    "selected_inputs",
+    "unique_ids",
+]
 
 
 def image_paths(cfg: Config) -> list[Path]:
@@ -70,6 +79,21 @@ def selected_inputs(spec: str | Sequence[str] | None, limit: int | None, shard: 
     """(output id, path) of the images ``spec`` names, after ``limit`` and ``shard``. Ids are made unique over the
     whole list before sharding, so the shards of one folder write disjoint, mergeable folders."""
     return select_images(named_inputs(collect_images(spec)), limit, shard)
+
+
+def input_sources(cfg: Config) -> dict[str, str]:
+    """The run's inputs as image id -> absolute path, as the experiments name them (empty when they cannot be
+    listed): what the report page may read photos from."""
+    try:
+        if cfg.images.paths is not None:
+            inputs = selected_inputs(cfg.images.paths, cfg.images.limit, cfg.images.shard)
+        elif cfg.experiment.name == "multi_image" and cfg.image:
+            inputs = selected_inputs(cfg.image, cfg.images.limit, cfg.images.shard)
+        else:
+            inputs = named_inputs(image_paths(cfg))
+    except (ConfigError, InputError, OSError):
+        return {}
+    return {image_id: os.path.abspath(path) for image_id, path in inputs}
 
 
 class ImageBatches:

@@ -14,7 +14,16 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-__all__ = ["Geometry", "cell_span", "crop_valid", "feature_stride", "upsample_to_canvas", "valid_cells"]
+__all__ = [
+    "Geometry",
+    "cell_placement",
+    "cell_span",
+    "crop_valid",
+    "feature_stride",
+    "geometry_record",
+    "upsample_to_canvas",
+    "valid_cells",
+]
 
 
 @dataclass(frozen=True)
@@ -64,6 +73,25 @@ def valid_cells(feat_hw: tuple[int, int], geom: Geometry) -> tuple[int, int]:
     """How many rows and columns of a map cover the resized image (the rest covers padding)."""
     spans = [cell_span(*args) for args in zip(feat_hw, geom.img_hw, geom.input_hw, geom.offset_hw, strict=True)]
     return spans[0][1] - spans[0][0], spans[1][1] - spans[1][0]
+
+
+def cell_placement(feat_hw: tuple[int, int], geom: Geometry) -> tuple[tuple[float, float], tuple[int, int]]:
+    """The manifest's ``stride_hw`` (input pixels per cell, rows then columns) and ``cell_origin`` (the first valid
+    cell's row and column in the uncropped map) of a map of ``feat_hw`` cells placed by ``geom``."""
+    spans = [cell_span(*args) for args in zip(feat_hw, geom.img_hw, geom.input_hw, geom.offset_hw, strict=True)]
+    return (float(spans[0][2]), float(spans[1][2])), (spans[0][0], spans[1][0])
+
+
+def geometry_record(geom: Geometry) -> dict[str, object]:
+    """The manifest's ``images[].geometry``: the sizes and offset of ``geom``, and ``affine`` (None: the plain
+    resize-and-offset mapping, see FORMAT)."""
+    return {
+        "ori_hw": list(geom.ori_hw),
+        "img_hw": list(geom.img_hw),
+        "input_hw": list(geom.input_hw),
+        "offset_hw": list(geom.offset_hw),
+        "affine": None,
+    }
 
 
 def crop_valid(feat: np.ndarray, geom: Geometry) -> np.ndarray:

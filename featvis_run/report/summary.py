@@ -11,7 +11,7 @@ from rich.table import Table
 
 from featvis_run.store.manifest import RunResult
 
-__all__ = ["make_console", "print_job_line", "print_layers", "print_summary"]
+__all__ = ["explained_lines", "make_console", "print_job_line", "print_layers", "print_summary"]
 
 
 def make_console() -> Console:
@@ -86,6 +86,8 @@ def print_summary(result: RunResult, console: Console | None = None) -> None:
     metrics = result.extra.get("metrics")
     if metrics:
         console.print(_metrics_line(metrics), highlight=False)
+    for line in explained_lines(result):
+        console.print(f"[bold]explained[/] {_e(line)}", highlight=False)
     for note in result.notes:
         style = "bold red" if note.startswith(_LOUD) else "yellow"
         console.print(f"[{style}]note:[/] {_e(note)}")
@@ -147,6 +149,21 @@ def _metrics_line(block: dict[str, Any]) -> str:
     if block.get("random"):
         line += f"  [dim]random: {_e(values(block['random']))}[/]"
     return line
+
+
+def explained_lines(result: RunResult, shown: int = 3) -> list[str]:
+    """Grad-CAM/EigenCAM runs: per image, the target and the detections explained (the best ``shown``)."""
+    lines = []
+    for image in result.images:
+        explained = image.explained or {}
+        if not explained:
+            continue
+        dets = explained.get("detections") or []
+        listed = ", ".join(f"{d['class']} {d['score']:.2f} at {[round(v) for v in d['box']]}" for d in dets[:shown])
+        more = f" (+{len(dets) - shown} more)" if len(dets) > shown else ""
+        what = f"{len(dets)} detection(s): {listed}{more}" if dets else "no detection"
+        lines.append(f"{image.id or image.path}: target {explained.get('target')}; {what}")
+    return lines
 
 
 def _outputs_table(result: RunResult) -> Table:

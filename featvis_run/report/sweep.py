@@ -2,9 +2,10 @@
 
 Works with any launcher (in-process, joblib, submitit), since it reads each job's ``.hydra/overrides.yaml`` and its
 ``manifest.json`` (or ``error.json``) rather than in-process state. Writes ``summary.json``, ``summary.csv`` and an
-``index.html`` gallery (rows: one swept key, columns: the others; each picture captioned with its layer and level)
-into the sweep folder and prints the table. Jobs whose pictures are byte-identical to an earlier job's (e.g. topk
-with a reducer that ignores it) are marked duplicates, and the gallery says which jobs share a colour scale.
+``index.html`` page (the report page of :mod:`featvis_run.report.page`: pick jobs and compare them side by side on
+one image and level) into the sweep folder and prints the table. Jobs whose pictures are byte-identical to an earlier
+job's (e.g. topk with a reducer that ignores it) are marked duplicates, and the page says which jobs share a colour
+scale.
 A sweep with a job that did not end ``ok`` exits with status 1 once the summary is written.
 """
 
@@ -12,7 +13,6 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import html
 import io
 import json
 import os
@@ -24,7 +24,7 @@ from typing import Any
 
 from hydra.experimental.callback import Callback
 
-from featvis_run.report.links import href
+from featvis_run.report.page import write_sweep_page
 from featvis_run.store.outputs import write_bytes, write_json
 
 __all__ = ["JobRow", "SweepSummaryCallback", "build_summary", "mark_duplicates", "scale_sharing", "write_summary"]
@@ -192,26 +192,6 @@ def _metric(row: JobRow, column: str) -> str:
     return "" if value is None else f"{value:.4f}"
 
 
-def _cell(row: JobRow | None) -> str:
-    if row is None:
-        return "<td class='empty'>-</td>"
-    head = f"<div class='job'>{html.escape(row.job)} <span class='{row.status}'>{row.status}</span></div>"
-    if row.error:
-        head += f"<div class='err'>{html.escape(row.error)}</div>"
-    if row.duplicate_of:
-        head += f"<div class='dup'>duplicate: pictures identical to job {html.escape(row.duplicate_of)}</div>"
-    if row.metrics:
-        shown = ", ".join(f"{c} {_metric(row, c)}" for c in METRIC_COLUMNS if _metric(row, c))
-        head += f"<div class='metrics'>metrics: {html.escape(shown)}</div>"
-    captions = row.captions or tuple(Path(f).stem for f in row.files)
-    imgs = "".join(
-        f"<figure><a href='{href(f)}'><img src='{href(f)}' title='{html.escape(f)}' loading='lazy'></a>"
-        f"<figcaption>{html.escape(c)}</figcaption></figure>"
-        for f, c in zip(row.files, captions, strict=False)
-    )
-    return f"<td>{head}{imgs}</td>"
-
-
 def _scale_key(row: JobRow) -> str | None:
     """What makes two jobs' colours comparable: a fixed range, or equal run-wide ranges; None when per map/image."""
     s = row.scale or {}
@@ -246,40 +226,6 @@ def scale_sharing(rows: Sequence[JobRow]) -> str:
     )
 
 
-def _gallery(rows: Sequence[JobRow], title: str) -> str:
-    keys = _swept_keys(rows)
-    row_key, col_keys = (keys[0], keys[1:]) if keys else (None, [])
-
-    def col_label(r: JobRow) -> str:
-        return ", ".join(f"{k}={r.overrides.get(k, '')}" for k in col_keys) or "job"
-
-    row_values = list(dict.fromkeys(r.overrides.get(row_key, "") for r in rows)) if row_key else [""]
-    col_values = list(dict.fromkeys(col_label(r) for r in rows))
-    grid = {(r.overrides.get(row_key, "") if row_key else "", col_label(r)): r for r in rows}
-    header = "".join(f"<th>{html.escape(c)}</th>" for c in col_values)
-    body = ""
-    for rv in row_values:
-        label = f"{row_key}={rv}" if row_key else ""
-        cells = "".join(_cell(grid.get((rv, cv))) for cv in col_values)
-        body += f"<tr><th>{html.escape(label)}</th>{cells}</tr>\n"
-    style = (
-        "body{font-family:sans-serif;margin:1em}table{border-collapse:collapse}td,th{border:1px solid #ccc;"
-        "padding:4px;vertical-align:top}img{height:120px;margin:2px;display:block}.ok{color:green}.failed,.error,"
-        ".missing{color:#b00}.err{color:#b00;font-size:small;max-width:40em}.job{font-size:small}"
-        "figure{display:inline-block;margin:2px}figcaption{font-size:small;text-align:center}.dup{color:#a60}"
-    )
-    dups = [r for r in rows if r.duplicate_of]
-    notes = f"<p>{html.escape(scale_sharing(rows))}</p>"
-    if dups:
-        listed = ", ".join(f"{r.job} = {r.duplicate_of}" for r in dups)
-        notes += f"<p class='dup'>{len(dups)} duplicate job(s), pictures byte-identical: {html.escape(listed)}</p>"
-    return (
-        f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
-        f"<style>{style}</style></head><body><h1>{html.escape(title)}</h1>{notes}"
-        f"<table><tr><th></th>{header}</tr>\n{body}</table></body></html>\n"
-    )
-
-
 def write_summary(sweep_dir: Path, print_table: bool = True) -> list[JobRow]:
     """Build the summary of ``sweep_dir`` and write ``summary.json``, ``summary.csv`` and ``index.html``."""
     rows = build_summary(sweep_dir)
@@ -301,9 +247,7 @@ def write_summary(sweep_dir: Path, print_table: bool = True) -> list[JobRow]:
     }
     write_json(sweep_dir / "summary.json", payload, overwrite=True)
     write_bytes(sweep_dir / "summary.csv", _csv(rows).encode(), overwrite=True)
-    write_bytes(
-        sweep_dir / "index.html", _gallery(rows, f"featvis-run sweep {sweep_dir.name}").encode(), overwrite=True
-    )
+    write_sweep_page(sweep_dir, rows, payload["swept"], payload["scale_sharing"])
     if print_table:
         _print(rows, sweep_dir)
         _print_channels(channels.files, channels.notes)

@@ -57,7 +57,7 @@ _HYDRA_NAMES = (".hydra", "cli.log")
 _RUN_FILES = ("manifest.json", "index.html", "layers.json", "channels.csv", "channels.partial.npz")
 #: names a run writes at the top of its folder besides its image folders: a folder holding one is not used unless
 #: it is a run folder or ``output.overwrite=true``
-RUN_NAMES = (*_RUN_FILES, "contact", "atlas", _STATE, *_HYDRA_NAMES)
+RUN_NAMES = (*_RUN_FILES, "contact", "atlas", "pages", _STATE, *_HYDRA_NAMES)
 
 
 def flatten(node: Any, prefix: str = "") -> dict[str, Any]:
