@@ -25,11 +25,12 @@ from featvis_run.drawing.colour import (
     paint_missing,
     to_uint8,
 )
+from featvis_run.drawing.keypoints import draw_keypoints
 from featvis_run.drawing.layout import check_arrangement, magnify, tile_grid
 from featvis_run.drawing.masks import draw_segmentation
 from featvis_run.maps.geometry import Geometry, upsample_to_canvas
 from featvis_run.maps.reduce import ReducedMap
-from featvis_run.predictions import Detections, Predictions, SegmentationMap
+from featvis_run.predictions import Detections, Keypoints, Predictions, SegmentationMap
 
 __all__ = ["Drawn", "RenderOptions", "render_map", "render_map_scaled"]
 
@@ -54,6 +55,7 @@ class RenderOptions:
     value_range: tuple[float, float] | None = None
     colorbar: bool = False  # a labelled colour bar on the right of each picture
     max_boxes: int | None = None  # draw at most this many detector boxes (the best by score); None: all given
+    channel_names: tuple[str, ...] | None = None  # grid labels by channel index (a pose head: keypoint names)
 
 
 @dataclass(frozen=True)
@@ -73,6 +75,13 @@ def _shrink(image: np.ndarray, max_side: int | None) -> np.ndarray:
         return image
     s = max_side / max(h, w)
     return cv2.resize(image, (max(1, round(w * s)), max(1, round(h * s))), interpolation=cv2.INTER_AREA)
+
+
+def _channel_label(channel: int, names: tuple[str, ...] | None) -> str:
+    """A grid tile's label: ``ch 12``, or the channel's name when the map names its channels (``5 left_shoulder``)."""
+    if names is not None and 0 <= channel < len(names):
+        return f"{channel} {names[channel]}"
+    return f"ch {channel}"
 
 
 def _canvas_image(image: np.ndarray, opts: RenderOptions) -> np.ndarray:
@@ -162,8 +171,8 @@ def render_map_scaled(
 
     ``feat_hw`` is the recorded map's full size (before cropping) and ``geom`` its placement on ``image``
     (the original BGR image). Maps of an image are drawn at the image's size (or ``resize_shape``), blended on it
-    when ``overlaid``; predictions (detector boxes, a segmentor's class map) are drawn on single maps only, never
-    on grids. With ``colorbar`` a labelled colour bar is appended on the right.
+    when ``overlaid``; predictions (detector boxes, a segmentor's class map, keypoints and skeleton) are drawn on
+    single maps only, never on grids. With ``colorbar`` a labelled colour bar is appended on the right.
     """
     canvas = _canvas_image(image, opts) if image is not None else None
     if reduced.kind == "grid":
@@ -172,7 +181,7 @@ def render_map_scaled(
         drawn = [_draw_one(m, feat_hw, geom, canvas, opts) for m in reduced.maps]
         tiles = [t for t, _ in drawn]
         tiles = [magnify(t, opts.min_tile) for t in tiles] if canvas is None else tiles
-        labels = [f"ch {c}" for c in reduced.channels] if opts.label else []
+        labels = [_channel_label(c, opts.channel_names) for c in reduced.channels] if opts.label else []
         grid = tile_grid(tiles, labels, rows, cols, opts.gap)
         if opts.value_range is not None:
             return _with_bar(Drawn(grid, drawn[0][1]), opts)
@@ -197,4 +206,6 @@ def render_map_scaled(
         out = draw_detections(out, predictions.best(opts.max_boxes), sizes)
     elif isinstance(predictions, SegmentationMap):
         out = draw_segmentation(out, predictions)
+    elif isinstance(predictions, Keypoints):
+        out = draw_keypoints(out, predictions, (canvas.shape[0] / geom.ori_hw[0], canvas.shape[1] / geom.ori_hw[1]))
     return _with_bar(Drawn(out, scale), opts)

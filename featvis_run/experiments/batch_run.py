@@ -214,13 +214,14 @@ def run_ranges(
     batch_size: int,
     timer: Timer,
     max_pixels: int | None = None,
+    boxes: Sequence[Sequence[float]] | None = None,
 ) -> dict[str, tuple[float, float] | None]:
     """The statistics pass of ``output.scale=per_level/per_run``: every input's maps reduced (from the cache, or
     the model when they are not cached) and their ranges collected before anything is drawn. Inputs that fail are
     skipped here; the drawing pass reports them."""
     started = time.perf_counter()
     book = RangeBook(settings.scale)
-    for batch in prefetch(ImageBatches(list(inputs), batch_size, False, max_pixels)):
+    for batch in prefetch(ImageBatches(list(inputs), batch_size, False, max_pixels, boxes)):
         try:
             items = source.features(batch)
         except FeatvisError:
@@ -254,12 +255,16 @@ def run_images(
     thumb_height = cfg.experiment.contact_tile if not strict and cfg.experiment.contact_sheet else 0
     finished = {image_id: entry for image_id, _ in inputs if (entry := folder.finished(image_id))}
     batches = ImageBatches(
-        [i for i in inputs if i[0] not in finished], cfg.images.batch_size, strict, cfg.images.max_pixels
+        [i for i in inputs if i[0] not in finished],
+        cfg.images.batch_size,
+        strict,
+        cfg.images.max_pixels,
+        cfg.model.bboxes,
     )
     decoded = list(batches) if strict else batches  # a bad single image fails before the model is planned
     source = feature_source(cfg, settings, cache, timer)
     ranges = (
-        run_ranges(source, inputs, settings, cfg.images.batch_size, timer, cfg.images.max_pixels)
+        run_ranges(source, inputs, settings, cfg.images.batch_size, timer, cfg.images.max_pixels, cfg.model.bboxes)
         if settings.scale.needs_stats
         else None
     )

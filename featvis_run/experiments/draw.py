@@ -17,7 +17,7 @@ from featvis_run.experiments.settings import DrawSettings
 from featvis_run.maps.geometry import Geometry, crop_valid, valid_cells
 from featvis_run.maps.reduce import ReducedMap, reduce_channels, standardize
 from featvis_run.maps.scales import RangeBook, image_ranges
-from featvis_run.predictions import Detections, Predictions
+from featvis_run.predictions import Detections, Keypoints, Predictions
 from featvis_run.recording.levels import LevelKey
 from featvis_run.store.manifest import MapRecord
 from featvis_run.store.outputs import safe_name, write_array, write_image
@@ -27,6 +27,7 @@ __all__ = [
     "box_cap_note",
     "draw_levels",
     "finite_stats",
+    "keypoint_channel_names",
     "level_jobs",
     "non_finite_notes",
     "prediction_counts",
@@ -35,19 +36,21 @@ __all__ = [
 ]
 
 
-def prediction_counts(predictions: Predictions | None, settings: DrawSettings) -> dict[str, int]:
-    """The manifest's count of an image's predictions (boxes above the threshold and those drawn, or classes
-    predicted); none if it has none."""
+def prediction_counts(predictions: Predictions | None, settings: DrawSettings) -> dict[str, Any]:
+    """The manifest's count of an image's predictions (boxes above the threshold and those drawn, classes
+    predicted, keypoints drawn), with a pose model's keypoints as ``predictions``; none if it has none."""
     if predictions is None:
         return {}
-    counts = predictions.summary(settings.pred_score_thr)
+    counts: dict[str, Any] = dict(predictions.summary(settings.pred_score_thr))
+    if isinstance(predictions, Keypoints):
+        counts["predictions"] = predictions.record()
     if isinstance(predictions, Detections):
         shown = settings.shown(predictions)
         counts["boxes_drawn"] = len(shown.scores) if isinstance(shown, Detections) else 0
     return counts
 
 
-def box_cap_note(image_id: str, counts: Mapping[str, int | None], max_boxes: int | None) -> str | None:
+def box_cap_note(image_id: str, counts: Mapping[str, Any], max_boxes: int | None) -> str | None:
     """A note when ``output.max_boxes`` left some of an image's boxes out."""
     found, drawn = counts.get("detections"), counts.get("boxes_drawn")
     if found is None or drawn is None or drawn >= found or not drawn:
@@ -93,6 +96,14 @@ def reduce_levels(
     return reduced
 
 
+def keypoint_channel_names(key: LevelKey, channels: int, predictions: Predictions | None) -> tuple[str, ...] | None:
+    """The keypoint names that label a pose model's heatmap channels: a map of the ``head`` recorder with one channel
+    per keypoint (``recorder=head``); None for every other map."""
+    if key.layer != "head" or not isinstance(predictions, Keypoints) or len(predictions.class_names) != channels:
+        return None
+    return predictions.class_names
+
+
 def add_run_stats(book: RangeBook, reduced: Mapping[LevelKey, ReducedMap]) -> None:
     """Count one image's reduced maps in a run's statistics pass (``output.scale=per_level/per_run``)."""
     for key, red in reduced.items():
@@ -132,7 +143,8 @@ def level_jobs(
     jobs = []
     for key, feat in features.items():
         target = out_dir / safe_name(image_id) / safe_name(key.layer) / f"{safe_name(key.level)}.{settings.fmt}"
-        opts = dataclasses.replace(settings.render, value_range=ranges[key])
+        names = keypoint_channel_names(key, feat.shape[0], predictions)
+        opts = dataclasses.replace(settings.render, value_range=ranges[key], channel_names=names)
         job = functools.partial(
             _draw_level, image_id, key, feat, reduced[key], geometry, image, shown, settings, opts, target
         )
