@@ -28,7 +28,7 @@ from featvis_run.drawing.colour import (
 from featvis_run.drawing.keypoints import draw_keypoints
 from featvis_run.drawing.layout import check_arrangement, magnify, tile_grid
 from featvis_run.drawing.masks import draw_segmentation
-from featvis_run.maps.geometry import Geometry, upsample_to_canvas
+from featvis_run.maps.geometry import Geometry, unseen_region, upsample_to_canvas
 from featvis_run.maps.reduce import ReducedMap
 from featvis_run.predictions import Detections, Keypoints, Predictions, SegmentationMap
 
@@ -115,11 +115,22 @@ def _draw_one(
         up = upsample_to_canvas(map2d, feat_hw, geom, canvas.shape[:2])
         heat = _colorize(up, opts)
         picture = blend(canvas, heat, opts.alpha) if opts.overlaid else heat
-        return paint_missing(picture, up), _used_range(up, opts)
+        return _show_unseen(paint_missing(picture, up), canvas, feat_hw, geom), _used_range(up, opts)
     if opts.resize_shape is not None:
         h, w = opts.resize_shape
         map2d = cv2.resize(map2d.astype(np.float32), (w, h), interpolation=cv2.INTER_LINEAR)
     return _colorize(map2d, opts), _used_range(map2d, opts)
+
+
+def _show_unseen(picture: np.ndarray, canvas: np.ndarray, feat_hw: tuple[int, int], geom: Geometry) -> np.ndarray:
+    """``picture`` with the bare image where the network saw nothing (cropped away, outside a warped box): no map
+    there, so the crop is visible; a resize-and-pad geometry leaves the picture as it is."""
+    unseen = unseen_region(feat_hw, geom, canvas.shape[:2])
+    if unseen is None:
+        return picture
+    out = picture.copy()
+    out[unseen] = canvas[unseen]
+    return out
 
 
 def _colorize(map2d: np.ndarray, opts: RenderOptions) -> np.ndarray:
@@ -193,6 +204,7 @@ def render_map_scaled(
         bgr = cv2.cvtColor(np.ascontiguousarray(to_uint8(rgb, opts.value_range).transpose(1, 2, 0)), cv2.COLOR_RGB2BGR)
         blended = blend(canvas, bgr, opts.alpha) if canvas is not None and opts.overlaid else bgr
         bgr = paint_missing(blended, rgb.sum(axis=0))
+        bgr = _show_unseen(bgr, canvas, feat_hw, geom) if canvas is not None else bgr
         scale = opts.value_range or finite_range(rgb)
         return Drawn(bgr if canvas is not None else magnify(bgr, opts.min_size), scale)
     if not np.isfinite(reduced.maps).any():  # nothing to draw: a grey picture that says so

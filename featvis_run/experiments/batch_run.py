@@ -30,6 +30,7 @@ from featvis_run.experiments.explain import explained_record, feature_source
 from featvis_run.experiments.inputs import ImageBatches
 from featvis_run.experiments.pipeline import drawing_pool, prefetch
 from featvis_run.experiments.settings import DrawSettings
+from featvis_run.maps.geometry import geometry_record
 from featvis_run.maps.scales import RangeBook
 from featvis_run.models.source import FeatureSource
 from featvis_run.recording.levels import LevelKey
@@ -123,7 +124,15 @@ class _ImageRun:
             capped = box_cap_note(im.image_id, counts, self.settings.render.max_boxes)
             notes += [capped] if capped else []
             explained = explained_record(self.settings, item.predictions)
-            image = ImageRecord(os.path.abspath(im.path), g.ori_hw, g.input_hw, **counts, **explained, id=im.image_id)
+            image = ImageRecord(
+                os.path.abspath(im.path),
+                g.ori_hw,
+                g.input_hw,
+                **counts,
+                **explained,
+                id=im.image_id,
+                geometry=geometry_record(g),
+            )
             futures = [self._submit(job) for job in jobs]
             self.pending.append(_Pending(im.image_id, image, notes, futures))
             while len(self.pending) > self.max_pending:

@@ -29,6 +29,7 @@ from featvis_run.experiments.inputs import (
 )
 from featvis_run.experiments.settings import DrawSettings
 from featvis_run.maps.evolution import natural_key
+from featvis_run.maps.geometry import geometry_record
 from featvis_run.models.base import ImageFeatures
 from featvis_run.models.registry import plan_model
 from featvis_run.models.source import FeatureSource
@@ -147,7 +148,11 @@ def run_checkpoints(cfg: Config, out_dir: Path, resolved: dict[str, Any]) -> Run
         last = loaded[-1][2][i]
         g = last.geometry
         counts = prediction_counts(last.predictions, settings)
-        image_records.append(ImageRecord(os.path.abspath(im.path), g.ori_hw, g.input_hw, **counts, id=im.image_id))
+        image_records.append(
+            ImageRecord(
+                os.path.abspath(im.path), g.ori_hw, g.input_hw, **counts, id=im.image_id, geometry=geometry_record(g)
+            )
+        )
         notes += [f"{im.image_id}: {note}" for note in im.notes]
         keys: list[LevelKey] = list(last.features)
         for key in keys:

@@ -33,7 +33,7 @@ from featvis_run.experiments.draw import box_cap_note, finite_stats, prediction_
 from featvis_run.experiments.inputs import ImageBatches, check_inputs, image_paths, named_inputs, selected_inputs
 from featvis_run.experiments.pipeline import drawing_pool, prefetch
 from featvis_run.experiments.settings import DrawSettings
-from featvis_run.maps.geometry import valid_cells
+from featvis_run.maps.geometry import geometry_record, valid_cells
 from featvis_run.maps.scales import RangeBook
 from featvis_run.models.base import ImageFeatures
 from featvis_run.models.source import FeatureSource
@@ -151,7 +151,9 @@ class _DiffRun:
             g = item_a.geometry
             counts = prediction_counts(item_a.predictions, self.settings)
             capped = box_cap_note(im.image_id, counts, self.settings.render.max_boxes)
-            image = ImageRecord(os.path.abspath(im.path), g.ori_hw, g.input_hw, **counts, id=im.image_id)
+            image = ImageRecord(
+                os.path.abspath(im.path), g.ori_hw, g.input_hw, **counts, id=im.image_id, geometry=geometry_record(g)
+            )
             return {"image": asdict(image), "notes": notes + ([capped] if capped else [])}
 
         def draw(level: tuple[LevelKey, LevelKey, ReducedLevel]) -> tuple[MapRecord, dict[str, Any]]:

@@ -47,6 +47,8 @@ class ImageRecord:
     predictions: dict[str, Any] | None = None
     explained: dict[str, Any] | None = None  # reducer=gradcam: the target and the detections it explained
     id: str | None = None  # the output folder name (None in records of runs before ids were recorded)
+    # where the network input lies on the image: {ori_hw, img_hw, input_hw, offset_hw, affine} (maps/geometry.py)
+    geometry: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
