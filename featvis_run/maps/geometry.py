@@ -153,7 +153,8 @@ def unseen_region(feat_hw: tuple[int, int], geom: Geometry, canvas_hw: tuple[int
     ys, xs = np.mgrid[0 : canvas_hw[0], 0 : canvas_hw[1]].astype(np.float64)
     seen = np.ones(canvas_hw, bool)
     for axis, (start, stop, stride) in enumerate(_spans(feat_hw, geom)):
-        coord = m[axis, 0] * xs + m[axis, 1] * ys + m[axis, 2]
+        row = 1 - axis  # spans are (height, width); the matrix's rows are (x, y)
+        coord = m[row, 0] * xs + m[row, 1] * ys + m[row, 2]
         lo, hi = max(0.0, start * stride), min(float(geom.input_hw[axis]), stop * stride)
         seen &= (coord >= lo) & (coord < hi)
     return None if seen.all() else ~seen
