@@ -83,7 +83,7 @@ class ModelConfig:
     cfg_options: list[str] = field(default_factory=list)
     #: Pose models (repo=mmpose): person boxes [[x1, y1, x2, y2], ...] in original pixels; each image is drawn once per
     #: box, as <image>_box<i>. null: the whole image is the box.
-    bboxes: list[list[float]] | None = None
+    bboxes: list[Any] | None = None
 
 
 def config_reference(mc: ModelConfig, key: str = "model") -> tuple[str, str]:

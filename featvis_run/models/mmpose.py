@@ -33,6 +33,7 @@ __all__ = [
     "pixel_centre_affine",
     "read_pose_meta",
     "whole_image_box",
+    "widen_stages",
 ]
 
 #: mmpose heads whose forward returns (N, K, H, W) heatmaps (CPM and MSPN: one per stage; the last is decoded).
@@ -82,6 +83,36 @@ def check_boxes(boxes: Any, key: str = "model") -> None:
             )
 
 
+def _stage_indices(backbone: Mapping[str, Any]) -> tuple[int, ...] | None:
+    """Every stage's ``out_indices`` of the backbones that output only their last stage by default: the ResNet
+    family (stages 0..num_stages-1) and CSPNeXt (1..4, 0 being its stem; 1..5 for arch P6)."""
+    kind = str(backbone.get("type", "")).rsplit(".", 1)[-1]
+    if kind in ("ResNet", "ResNetV1d", "ResNeXt", "SEResNet", "SEResNeXt"):
+        return tuple(range(int(backbone.get("num_stages", 4))))
+    if kind == "CSPNeXt":
+        return tuple(range(1, 6 if backbone.get("arch", "P5") == "P6" else 5))
+    return None
+
+
+def widen_stages(model: Any) -> list[str]:
+    """Make the backbone output every stage when it outputs only its last (ResNet ``out_indices=(3,)``), so that
+    ``recorder=backbone`` draws each stage (c2..c5); the heads read the last output, which is unchanged. Returns the
+    note saying so (none when nothing changed)."""
+    backbone = model.get("backbone") or {}
+    every = _stage_indices(backbone)
+    if every is None:
+        return []
+    current = backbone.get("out_indices", every[-1:] if "ResN" in str(backbone.get("type", "")) else every)
+    current = tuple(int(i) for i in (current if isinstance(current, (list, tuple)) else [current]))
+    if len(current) != 1 or current[0] != every[-1]:
+        return []
+    backbone["out_indices"] = every
+    return [
+        f"the backbone's out_indices {current} were widened to {every} so that every stage is drawn; the head reads "
+        "the last stage as before"
+    ]
+
+
 def whole_image_box(hw: tuple[int, int]) -> tuple[float, float, float, float]:
     """The person box of a picture without ``model.bboxes``: the whole image, (x1, y1, x2, y2)."""
     return (0.0, 0.0, float(hw[1]), float(hw[0]))
@@ -113,14 +144,15 @@ class MmposeAdapter(OpenMMLabAdapter):
                 f"({_TOP_DOWN}); featvis-run draws top-down models (one person box at a time): choose a topdown_* "
                 "or rtmpose config"
             )
+        notes = widen_stages(cfg.model)
         test_cfg = dict(cfg.model.get("test_cfg") or {})
         if test_cfg.get("flip_test"):
             cfg.model.test_cfg = {**test_cfg, "flip_test": False}
-            return [
+            notes.append(
                 "the config's flip test (a second, mirrored pass averaged into the heatmaps) is off: the maps drawn "
                 "are those the keypoints were decoded from; keypoints can differ slightly from mmpose's with it"
-            ]
-        return []
+            )
+        return notes
 
     def test_pipeline_cfg(self, cfg: Any, test_scale: Sequence[int] | None) -> list[dict[str, Any]]:
         dataset = cfg.get("test_dataloader", {}).get("dataset", {})

@@ -42,7 +42,7 @@ import numpy as np
 from featvis_run.hashing import stable_hash
 from featvis_run.maps.geometry import Geometry, geometry_record
 from featvis_run.models.base import ImageFeatures
-from featvis_run.predictions import Detections, Predictions, SegmentationMap
+from featvis_run.predictions import Detections, Keypoints, Predictions, SegmentationMap
 from featvis_run.recording.levels import LevelKey
 from featvis_run.store.outputs import write_bytes
 
@@ -56,7 +56,7 @@ __all__ = [
     "quantize_level",
 ]
 
-_LIBRARIES = ("featvis-run", "torch", "mmcv", "mmdet", "mmengine", "mmsegmentation", "numpy")
+_LIBRARIES = ("featvis-run", "torch", "mmcv", "mmdet", "mmengine", "mmsegmentation", "mmpose", "numpy")
 _FORMAT = 7  # 6: entries hold their key; 7: geometry as named fields with signed offsets and an affine
 _READABLE_FORMATS = (5, 6, 7)  # decode_features also reads 5 and 6 (state files of earlier training runs)
 _STALE_TMP_SECONDS = 15 * 60
@@ -122,6 +122,9 @@ def _encode(item: ImageFeatures, key: str | None = None, image_sha256: str | Non
         arrays |= {"boxes": pred.boxes, "scores": pred.scores, "labels": pred.labels}
     elif isinstance(pred, SegmentationMap):
         arrays |= {"seg_labels": pred.labels, "palette": pred.palette}
+    elif isinstance(pred, Keypoints):
+        skeleton = np.asarray(pred.skeleton, np.int64).reshape(-1, 2)
+        arrays |= {"keypoints": pred.points, "keypoint_scores": pred.scores, "skeleton": skeleton}
     buf = io.BytesIO()
     np.savez_compressed(buf, meta=np.array(json.dumps(meta)), **arrays)
     return buf.getvalue()
@@ -142,6 +145,9 @@ def _decode(path: Path) -> tuple[ImageFeatures, dict[str, Any]]:
             pred = Detections(data["boxes"], data["scores"], data["labels"], names)
         elif kind == "SegmentationMap":
             pred = SegmentationMap(data["seg_labels"], names, data["palette"])
+        elif kind == "Keypoints":
+            skeleton = tuple((int(i), int(j)) for i, j in data["skeleton"])
+            pred = Keypoints(data["keypoints"], data["keypoint_scores"], names, skeleton)
     geometry = _geometry_from(meta["geometry"])
     return ImageFeatures(geometry, pred, features, tuple(meta.get("notes", ()))), meta
 

@@ -1,6 +1,6 @@
-# A tiny top-down heatmap pose model for tests: ResNet-18 at a quarter width, a 64x48 input, three small deconv
-# layers to 16x12 heatmaps (stride 4), 17 COCO keypoints (names and skeleton from mmpose's coco.py).
-codec = dict(type='MSRAHeatmap', input_size=(48, 64), heatmap_size=(12, 16), sigma=2)
+# A tiny top-down heatmap pose model for tests: ResNet-18 at a quarter width, a 128x96 input, three small deconv
+# layers to 32x24 heatmaps (stride 4), 17 COCO keypoints (names and skeleton from mmpose's coco.py).
+codec = dict(type='MSRAHeatmap', input_size=(96, 128), heatmap_size=(24, 32), sigma=2)
 
 model = dict(
     type='TopdownPoseEstimator',
