@@ -27,7 +27,7 @@ from featvis_run.experiments.draw import (
     reduce_levels,
 )
 from featvis_run.experiments.explain import explained_record, feature_source
-from featvis_run.experiments.inputs import ImageBatches
+from featvis_run.experiments.inputs import ImageBatches, picture_ids
 from featvis_run.experiments.pipeline import drawing_pool, prefetch
 from featvis_run.experiments.settings import DrawSettings
 from featvis_run.maps.geometry import geometry_record
@@ -258,13 +258,16 @@ def run_images(
     """
     strict = experiment == "single"
     settings = DrawSettings.from_config(cfg)
-    folder = RunFolder.open(out_dir, resolved, cfg.output.overwrite, [image_id for image_id, _ in inputs])
+    pictures = {image_id: picture_ids(image_id, cfg.model.bboxes) for image_id, _ in inputs}  # pose: one per box
+    folder = RunFolder.open(out_dir, resolved, cfg.output.overwrite, [p for ids in pictures.values() for p in ids])
     timer = Timer()
     cache = activation_cache(cfg)
     thumb_height = cfg.experiment.contact_tile if not strict and cfg.experiment.contact_sheet else 0
-    finished = {image_id: entry for image_id, _ in inputs if (entry := folder.finished(image_id))}
+    journaled = {p: folder.finished(p) for ids in pictures.values() for p in ids}
+    done_inputs = {image_id for image_id, ids in pictures.items() if all(journaled[p] for p in ids)}
+    finished = {p: journaled[p] for image_id, _ in inputs if image_id in done_inputs for p in pictures[image_id]}
     batches = ImageBatches(
-        [i for i in inputs if i[0] not in finished],
+        [i for i in inputs if i[0] not in done_inputs],
         cfg.images.batch_size,
         strict,
         cfg.images.max_pixels,
@@ -282,7 +285,8 @@ def run_images(
         run = _ImageRun(source, settings, folder, thumb_height, pool, run_ranges=ranges, strict=strict)
         try:
             with progress_bar(enabled=not strict) as progress:
-                task = progress.add_task("images", total=len(inputs), rate="") if progress else None
+                total = sum(len(ids) for ids in pictures.values())
+                task = progress.add_task("images", total=total, rate="") if progress else None
                 for image_id, entry in finished.items():
                     run.restore(image_id, entry)
                 for batch in prefetch(decoded):

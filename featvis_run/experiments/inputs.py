@@ -25,6 +25,7 @@ __all__ = [
     "image_paths",
     "named_inputs",
     "per_box",
+    "picture_ids",
     "selected_inputs",
     "unique_ids",
 ]
@@ -81,15 +82,18 @@ def selected_inputs(spec: str | Sequence[str] | None, limit: int | None, shard: 
     return select_images(named_inputs(collect_images(spec)), limit, shard)
 
 
+def picture_ids(image_id: str, boxes: Sequence[Sequence[float]] | None) -> list[str]:
+    """The output ids of one input: ``<image>_box<i>`` per box of a pose model's ``model.bboxes``, else the id."""
+    return [image_id] if boxes is None else [f"{image_id}_box{i}" for i in range(len(boxes))]
+
+
 def per_box(image: InputImage, boxes: Sequence[Sequence[float]] | None) -> list[InputImage]:
     """A pose model's pictures of one image: one per box of ``model.bboxes``, with ids ``<image>_box<i>`` (i from
     0, in the list's order); the image itself (its whole area the box) without boxes."""
     if boxes is None:
         return [image]
-    return [
-        replace(image, image_id=f"{image.image_id}_box{i}", box=tuple(float(v) for v in box))
-        for i, box in enumerate(boxes)
-    ]
+    ids = picture_ids(image.image_id, boxes)
+    return [replace(image, image_id=i, box=tuple(float(v) for v in box)) for i, box in zip(ids, boxes, strict=True)]
 
 
 class ImageBatches:
