@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -140,7 +141,8 @@ class MmposeAdapter(OpenMMLabAdapter):
         kind = str(cfg.model.get("type", "")).rsplit(".", 1)[-1]
         if kind != _TOP_DOWN:
             raise ModelError(
-                f"model.config={cfg.filename!r} is a {kind or 'model without a type'}, not a top-down pose model "
+                f"model.config={Path(str(cfg.filename)).name!r} is a {kind or 'model without a type'}, not a top-down "
+                "pose model "
                 f"({_TOP_DOWN}); featvis-run draws top-down models (one person box at a time): choose a topdown_* "
                 "or rtmpose config"
             )
@@ -160,7 +162,7 @@ class MmposeAdapter(OpenMMLabAdapter):
         steps = [dict(s) for s in pipeline if "Annotation" not in str(s.get("type", ""))]
         if not any(str(s.get("type", "")).endswith("TopdownAffine") for s in steps):
             raise ModelError(
-                f"model.config={cfg.filename!r}: its test pipeline has no TopdownAffine step, so it is not a "
+                f"model.config={Path(str(cfg.filename)).name!r}: its test pipeline has no TopdownAffine step, so it is not a "
                 "top-down pipeline featvis-run can place on the image"
             )
         return steps
