@@ -162,8 +162,8 @@ class MmposeAdapter(OpenMMLabAdapter):
         steps = [dict(s) for s in pipeline if "Annotation" not in str(s.get("type", ""))]
         if not any(str(s.get("type", "")).endswith("TopdownAffine") for s in steps):
             raise ModelError(
-                f"model.config={Path(str(cfg.filename)).name!r}: its test pipeline has no TopdownAffine step, so it is not a "
-                "top-down pipeline featvis-run can place on the image"
+                f"model.config={Path(str(cfg.filename)).name!r}: its test pipeline has no TopdownAffine step, so it "
+                "is not a top-down pipeline featvis-run can place on the image"
             )
         return steps
 
