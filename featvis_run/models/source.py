@@ -161,7 +161,8 @@ class FeatureSource:
         self.timer.add("cache_read", started)
         missing = [i for i, item in enumerate(found) if item is None]
         if missing:
-            computed = self._forward([images[i].array for i in missing], [images[i].box for i in missing])
+            arrays, boxes = [images[i].array for i in missing], [images[i].box for i in missing]
+            computed = self._forward(arrays, boxes) if any(b is not None for b in boxes) else self._forward(arrays)
             started = time.perf_counter()
             for i, item in zip(missing, computed, strict=True):
                 found[i] = self.cache.quantize(item)  # as the cache holds it: a later hit draws the same
