@@ -1,6 +1,7 @@
 """What a model predicted on an image, in original-image pixels: plain arrays, shared by models, cache and drawing.
 
-A detector predicts :class:`Detections` (boxes), a segmentor a :class:`SegmentationMap` (a class per pixel).
+A detector predicts :class:`Detections` (boxes), a segmentor a :class:`SegmentationMap` (a class per pixel), a pose
+model :class:`Keypoints` (one person's keypoints in one box).
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-__all__ = ["Detections", "Predictions", "SegmentationMap"]
+__all__ = ["Detections", "Keypoints", "Predictions", "SegmentationMap"]
 
 
 @dataclass(frozen=True)
@@ -68,4 +69,40 @@ class SegmentationMap:
         return {"classes_predicted": len(self.present())}
 
 
-Predictions = Detections | SegmentationMap
+@dataclass(frozen=True)
+class Keypoints:
+    """A top-down pose model's keypoints of one box in original-image pixels: ``points`` (K, 2) x, y and ``scores``
+    (K,), with the keypoint names and the skeleton (pairs of keypoint indices) from the model's dataset metainfo."""
+
+    points: np.ndarray
+    scores: np.ndarray
+    class_names: tuple[str, ...] = ()  # the keypoint names
+    skeleton: tuple[tuple[int, int], ...] = ()
+
+    def shown_mask(self, thr: float) -> np.ndarray:
+        """(K,) bool: the keypoints drawn, finite and scoring at least ``thr``."""
+        finite = np.isfinite(self.points).all(axis=1) & np.isfinite(self.scores)
+        return finite & (np.where(finite, self.scores, -np.inf) >= thr)
+
+    def above(self, thr: float) -> Keypoints:
+        """The keypoints to draw: those scoring below ``thr`` (or not finite) become NaN, so that the indices of
+        the skeleton still hold."""
+        points = np.where(self.shown_mask(thr)[:, None], self.points, np.nan).astype(np.float32)
+        return Keypoints(points, self.scores, self.class_names, self.skeleton)
+
+    def summary(self, thr: float) -> dict[str, int]:
+        """The manifest's count: the keypoints scoring at least ``thr`` (those drawn)."""
+        return {"keypoints_drawn": int(self.shown_mask(thr).sum())}
+
+    def record(self) -> dict[str, list]:
+        """The manifest's ``predictions`` entry: every keypoint as [x, y, score] (null where not finite), the
+        names and the skeleton."""
+
+        def num(v: float) -> float | None:
+            return float(v) if np.isfinite(v) else None
+
+        rows = [[num(x), num(y), num(s)] for (x, y), s in zip(self.points.tolist(), self.scores.tolist(), strict=True)]
+        return {"keypoints": rows, "names": list(self.class_names), "skeleton": [list(e) for e in self.skeleton]}
+
+
+Predictions = Detections | SegmentationMap | Keypoints

@@ -99,6 +99,9 @@ class ModelConfig:
     test_scale: list[int] | None = None
     #: mmengine --cfg-options strings merged into the model config, e.g. ["model.test_cfg.score_thr=0.5"].
     cfg_options: list[str] = field(default_factory=list)
+    #: Pose models (repo=mmpose): person boxes [[x1, y1, x2, y2], ...] in original pixels; each image is drawn once per
+    #: box, as <image>_box<i>. null: the whole image is the box.
+    bboxes: list[Any] | None = None
 
 
 def config_reference(mc: ModelConfig, key: str = "model") -> tuple[str, str]:

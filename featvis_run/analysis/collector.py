@@ -109,6 +109,11 @@ class RunAnalysis:
         self._add(image_id, path, partial)
         return [rel]
 
+    def has_partial(self, image_id: str, entry: Mapping[str, Any]) -> bool:
+        """Whether an image's journal entry lists its partial and the file is there (always, when off)."""
+        rel = self.partial_file(image_id)
+        return not self.enabled or (rel in entry.get("files", ()) and (self.out_dir / rel).is_file())
+
     def restore(self, image_id: str, entry: Mapping[str, Any]) -> bool:
         """Count an image a earlier run in this folder finished, from the partial its journal entry lists; False
         when it lists none or it cannot be read (the image is then drawn again)."""

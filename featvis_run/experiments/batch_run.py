@@ -31,7 +31,7 @@ from featvis_run.experiments.draw import (
     reduce_levels,
 )
 from featvis_run.experiments.explain import explained_record, feature_source
-from featvis_run.experiments.inputs import ImageBatches
+from featvis_run.experiments.inputs import ImageBatches, picture_ids
 from featvis_run.experiments.metrics_run import MetricsPlan, metric_means, run_image_metrics
 from featvis_run.experiments.pipeline import drawing_pool, prefetch
 from featvis_run.experiments.settings import DrawSettings
@@ -257,13 +257,14 @@ def run_ranges(
     batch_size: int,
     timer: Timer,
     max_pixels: int | None = None,
+    boxes: Sequence[Sequence[float]] | None = None,
 ) -> dict[str, tuple[float, float] | None]:
     """The statistics pass of ``output.scale=per_level/per_run``: every input's maps reduced (from the cache, or
     the model when they are not cached) and their ranges collected before anything is drawn. Inputs that fail are
     skipped here; the drawing pass reports them."""
     started = time.perf_counter()
     book = RangeBook(settings.scale)
-    for batch in prefetch(ImageBatches(list(inputs), batch_size, False, max_pixels)):
+    for batch in prefetch(ImageBatches(list(inputs), batch_size, False, max_pixels, boxes)):
         try:
             items = source.features(batch)
         except FeatvisError:
@@ -296,24 +297,37 @@ def run_images(
     if annotated is not None:
         inputs = annotated.inputs
     draw_gt = annotated is not None and cfg.output.draw_gt is not False
-    folder = RunFolder.open(out_dir, resolved, cfg.output.overwrite, [image_id for image_id, _ in inputs])
+    pictures = {image_id: picture_ids(image_id, cfg.model.bboxes) for image_id, _ in inputs}  # pose: one per box
+    picture_order = [p for ids in pictures.values() for p in ids]
+    folder = RunFolder.open(out_dir, resolved, cfg.output.overwrite, picture_order)
     timer = Timer()
     cache = activation_cache(cfg)
     thumb_height = cfg.experiment.contact_tile if not strict and cfg.experiment.contact_sheet else 0
-    analysis = RunAnalysis(cfg.analysis, out_dir, [image_id for image_id, _ in inputs])
-    # an image counts as finished only with its analysis partial (merged here, in input order, as a fresh run would)
-    finished = {
-        image_id: entry
-        for image_id, _ in inputs
-        if (entry := folder.finished(image_id)) and analysis.restore(image_id, entry)
+    analysis = RunAnalysis(cfg.analysis, out_dir, picture_order)
+    # an input is finished when every picture of it is journaled with its analysis partial; the partials are merged
+    # here, in input order, as a fresh run would
+    journaled = {p: folder.finished(p) for p in picture_order}
+    done_inputs = {
+        image_id
+        for image_id, ids in pictures.items()
+        if all(journaled[p] and analysis.has_partial(p, journaled[p]) for p in ids)
     }
+    finished = {}
+    for image_id, _ in inputs:
+        for p in pictures[image_id] if image_id in done_inputs else ():
+            finished[p] = journaled[p]
+            analysis.restore(p, journaled[p])
     batches = ImageBatches(
-        [i for i in inputs if i[0] not in finished], cfg.images.batch_size, strict, cfg.images.max_pixels
+        [i for i in inputs if i[0] not in done_inputs],
+        cfg.images.batch_size,
+        strict,
+        cfg.images.max_pixels,
+        cfg.model.bboxes,
     )
     decoded = list(batches) if strict else batches  # a bad single image fails before the model is planned
     source = feature_source(cfg, settings, cache, timer)
     ranges = (
-        run_ranges(source, inputs, settings, cfg.images.batch_size, timer, cfg.images.max_pixels)
+        run_ranges(source, inputs, settings, cfg.images.batch_size, timer, cfg.images.max_pixels, cfg.model.bboxes)
         if settings.scale.needs_stats
         else None
     )
@@ -329,7 +343,8 @@ def run_images(
             make_console().print(metrics.cost_line(), highlight=False, markup=False)
         try:
             with progress_bar(enabled=not strict) as progress:
-                task = progress.add_task("images", total=len(inputs), rate="") if progress else None
+                total = sum(len(ids) for ids in pictures.values())
+                task = progress.add_task("images", total=total, rate="") if progress else None
                 for image_id, entry in finished.items():
                     run.restore(image_id, entry)
                 for batch in prefetch(decoded):

@@ -114,7 +114,7 @@ def run_checkpoints(cfg: Config, out_dir: Path, resolved: dict[str, Any]) -> Run
     paths = collect_checkpoints(cfg.checkpoints)
     labels = unique_ids(paths)  # frame labels: the stems, made unique (epoch_1, epoch_1-2)
     inputs, strict = _inputs(cfg)
-    batches = ImageBatches(inputs, 1, strict, cfg.images.max_pixels)
+    batches = ImageBatches(inputs, 1, strict, cfg.images.max_pixels, cfg.model.bboxes)
     images = [im for batch in batches for im in batch]
     plan_model(replace(cfg.model, checkpoint=None))  # a bad model config is one error, not one per checkpoint
     folder = RunFolder.open(out_dir, resolved, cfg.output.overwrite, [im.image_id for im in images])

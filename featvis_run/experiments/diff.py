@@ -256,14 +256,16 @@ class _DiffRun:
                 out[f"features_{name}"] = {"file": str(path.relative_to(self.out_dir)), "shape": list(side.feat.shape)}
         return out
 
-    def stats_pass(self, images: Sequence[tuple[str, Path]], timer: Timer) -> dict[str, Any]:
+    def stats_pass(
+        self, images: Sequence[tuple[str, Path]], timer: Timer, boxes: Sequence[Sequence[float]] | None = None
+    ) -> dict[str, Any]:
         """The statistics pass of ``output.scale=per_level/per_run``: every image's diffs and sides reduced before
         anything is drawn (groups ``diff:<group>``, ``sides:<group>``). Failing images are left to the drawing."""
         started = time.perf_counter()
         spec = self.settings.scale
         books = {"diff": RangeBook(spec, signed=self.mode == "signed"), "sides": RangeBook(spec)}
         failures = len(self.failures)
-        for (im,) in ImageBatches(list(images), 1, False, self.max_pixels):
+        for (im,) in ImageBatches(list(images), 1, False, self.max_pixels, boxes):
             items = self.features(im, strict=False)
             if items is not None:
                 add_diff_stats(books, [lv for *_, lv in self.reduced(*items)[0]])
@@ -295,7 +297,8 @@ def run_diff(cfg: Config, out_dir: Path, resolved: dict[str, Any]) -> RunResult:
     inputs, strict = _diff_inputs(cfg)
     folder = RunFolder.open(out_dir, resolved, cfg.output.overwrite, [image_id for image_id, _ in inputs])
     finished = {image_id: entry for image_id, _ in inputs if (entry := folder.finished(image_id))}
-    batches = ImageBatches([i for i in inputs if i[0] not in finished], 1, strict, cfg.images.max_pixels)
+    boxes = cfg.model_a.bboxes if cfg.model_a.bboxes is not None else cfg.model_b.bboxes
+    batches = ImageBatches([i for i in inputs if i[0] not in finished], 1, strict, cfg.images.max_pixels, boxes)
     decoded = list(batches) if strict else batches  # a bad single image fails before any model is planned
     timer, cache = Timer(), activation_cache(cfg)
     sources = (
@@ -305,7 +308,7 @@ def run_diff(cfg: Config, out_dir: Path, resolved: dict[str, Any]) -> RunResult:
     with drawing_pool() as pool:
         run = _DiffRun(cfg, folder, settings, sources, pool=pool)
         if settings.scale.needs_stats:
-            run.run_ranges = run.stats_pass(inputs, timer)
+            run.run_ranges = run.stats_pass(inputs, timer, boxes)
         try:
             for entry in finished.values():
                 run.restore(entry)

@@ -19,7 +19,7 @@ from featvis_run.maps.geometry import Geometry, cell_placement, crop_valid, vali
 from featvis_run.maps.modes import ReducerName
 from featvis_run.maps.reduce import ReducedMap, reduce_channels, standardize
 from featvis_run.maps.scales import RangeBook, image_ranges
-from featvis_run.predictions import Detections, Predictions, SegmentationMap
+from featvis_run.predictions import Detections, Keypoints, Predictions, SegmentationMap
 from featvis_run.recording.levels import LevelKey
 from featvis_run.store.manifest import MapRecord
 from featvis_run.store.outputs import safe_name, write_array, write_image
@@ -29,6 +29,7 @@ __all__ = [
     "box_cap_note",
     "draw_levels",
     "finite_stats",
+    "keypoint_channel_names",
     "level_jobs",
     "non_finite_notes",
     "prediction_counts",
@@ -38,12 +39,12 @@ __all__ = [
 ]
 
 
-def prediction_counts(predictions: Predictions | None, settings: DrawSettings) -> dict[str, int]:
-    """The manifest's count of an image's predictions (boxes above the threshold and those drawn, or classes
-    predicted); none if it has none."""
+def prediction_counts(predictions: Predictions | None, settings: DrawSettings) -> dict[str, Any]:
+    """The manifest's count of an image's predictions (boxes above the threshold and those drawn, classes
+    predicted, keypoints drawn); none if it has none (the predictions themselves: :func:`prediction_record`)."""
     if predictions is None:
         return {}
-    counts = predictions.summary(settings.pred_score_thr)
+    counts: dict[str, Any] = dict(predictions.summary(settings.pred_score_thr))
     if isinstance(predictions, Detections):
         shown = settings.shown(predictions)
         counts["boxes_drawn"] = len(shown.scores) if isinstance(shown, Detections) else 0
@@ -53,7 +54,7 @@ def prediction_counts(predictions: Predictions | None, settings: DrawSettings) -
 def prediction_record(predictions: Predictions | None, settings: DrawSettings) -> dict[str, Any] | None:
     """The manifest's ``predictions`` of an image, in original pixels: a detector's boxes at or above
     ``output.pred_score_thr`` (Grad-CAM: the explained ones), the best ``output.max_boxes`` by score; a segmentor's
-    classes present, largest share first. None without predictions."""
+    classes present, largest share first; a pose model's keypoints, names and skeleton. None without predictions."""
     if isinstance(predictions, Detections):
         kept = predictions if settings.target is not None else predictions.above(settings.pred_score_thr)
         kept = kept.best(settings.render.max_boxes)
@@ -67,6 +68,8 @@ def prediction_record(predictions: Predictions | None, settings: DrawSettings) -
             for box, score, label in zip(kept.boxes, kept.scores, kept.labels, strict=True)
         ]
         return {"boxes": sorted(boxes, key=lambda b: -b["score"])}
+    if isinstance(predictions, Keypoints):
+        return predictions.record()
     if isinstance(predictions, SegmentationMap):
         names = predictions.class_names
         classes = [
@@ -77,7 +80,7 @@ def prediction_record(predictions: Predictions | None, settings: DrawSettings) -
     return None
 
 
-def box_cap_note(image_id: str, counts: Mapping[str, int | None], max_boxes: int | None) -> str | None:
+def box_cap_note(image_id: str, counts: Mapping[str, Any], max_boxes: int | None) -> str | None:
     """A note when ``output.max_boxes`` left some of an image's boxes out."""
     found, drawn = counts.get("detections"), counts.get("boxes_drawn")
     if found is None or drawn is None or drawn >= found or not drawn:
@@ -126,6 +129,14 @@ def reduce_levels(
     return reduced
 
 
+def keypoint_channel_names(key: LevelKey, channels: int, predictions: Predictions | None) -> tuple[str, ...] | None:
+    """The keypoint names that label a pose model's heatmap channels: a map of the ``head`` recorder with one channel
+    per keypoint (``recorder=head``); None for every other map."""
+    if key.layer != "head" or not isinstance(predictions, Keypoints) or len(predictions.class_names) != channels:
+        return None
+    return predictions.class_names
+
+
 def add_run_stats(book: RangeBook, reduced: Mapping[LevelKey, ReducedMap]) -> None:
     """Count one image's reduced maps in a run's statistics pass (``output.scale=per_level/per_run``)."""
     for key, red in reduced.items():
@@ -167,7 +178,8 @@ def level_jobs(
     jobs = []
     for key, feat in features.items():
         target = out_dir / safe_name(image_id) / safe_name(key.layer) / f"{safe_name(key.level)}.{settings.fmt}"
-        opts = dataclasses.replace(settings.render, value_range=ranges[key])
+        names = keypoint_channel_names(key, feat.shape[0], predictions)
+        opts = dataclasses.replace(settings.render, value_range=ranges[key], channel_names=names)
         job = functools.partial(
             _draw_level, image_id, key, feat, reduced[key], geometry, image, shown, settings, opts, target, ground_truth
         )

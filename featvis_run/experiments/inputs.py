@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator, Sequence
+from dataclasses import replace
 from pathlib import Path
 
 from featvis_run.errors import ConfigError, InputError
@@ -25,6 +26,8 @@ __all__ = [
     "image_paths",
     "input_sources",
     "named_inputs",
+    "per_box",
+    "picture_ids",
     "selected_inputs",
     "unique_ids",
 ]
@@ -96,6 +99,20 @@ def input_sources(cfg: Config) -> dict[str, str]:
     return {image_id: os.path.abspath(path) for image_id, path in inputs}
 
 
+def picture_ids(image_id: str, boxes: Sequence[Sequence[float]] | None) -> list[str]:
+    """The output ids of one input: ``<image>_box<i>`` per box of a pose model's ``model.bboxes``, else the id."""
+    return [image_id] if boxes is None else [f"{image_id}_box{i}" for i in range(len(boxes))]
+
+
+def per_box(image: InputImage, boxes: Sequence[Sequence[float]] | None) -> list[InputImage]:
+    """A pose model's pictures of one image: one per box of ``model.bboxes``, with ids ``<image>_box<i>`` (i from
+    0, in the list's order); the image itself (its whole area the box) without boxes."""
+    if boxes is None:
+        return [image]
+    ids = picture_ids(image.image_id, boxes)
+    return [replace(image, image_id=i, box=tuple(float(v) for v in box)) for i, box in zip(ids, boxes, strict=True)]
+
+
 class ImageBatches:
     """Decodes ``inputs`` in batches of ``batch_size`` as they are iterated.
 
@@ -105,6 +122,7 @@ class ImageBatches:
         strict: an unreadable image raises its InputError (single runs); otherwise it is listed in
             :attr:`failures` and skipped.
         max_pixels: ``images.max_pixels``: larger images are refused before they are decoded (None: no limit).
+        boxes: a pose model's ``model.bboxes``: each image is yielded once per box (see :func:`per_box`).
     """
 
     def __init__(
@@ -113,12 +131,14 @@ class ImageBatches:
         batch_size: int,
         strict: bool,
         max_pixels: int | None = DEFAULT_MAX_PIXELS,
+        boxes: Sequence[Sequence[float]] | None = None,
     ):
         if batch_size <= 0:
             raise ConfigError(f"images.batch_size={batch_size} must be a positive number of images")
         if max_pixels is not None and max_pixels <= 0:
             raise ConfigError(f"images.max_pixels={max_pixels} must be a positive number of pixels, or null")
         self.inputs, self.batch_size, self.strict, self.max_pixels = list(inputs), batch_size, strict, max_pixels
+        self.boxes = boxes
         self.failures: list[Failure] = []
 
     def __len__(self) -> int:
@@ -134,9 +154,10 @@ class ImageBatches:
                     raise
                 self.failures.append(Failure(str(path), str(err)))
                 continue
-            batch.append(InputImage(image_id, path, loaded.array, loaded.sha256, loaded.notes))
-            if len(batch) == self.batch_size:
-                yield batch
-                batch = []
+            for image in per_box(InputImage(image_id, path, loaded.array, loaded.sha256, loaded.notes), self.boxes):
+                batch.append(image)
+                if len(batch) == self.batch_size:
+                    yield batch
+                    batch = []
         if batch:
             yield batch

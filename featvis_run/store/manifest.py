@@ -47,6 +47,9 @@ class ImageRecord:
     detections: int | None = None  # a detector's boxes scoring at least output.pred_score_thr
     boxes_drawn: int | None = None  # of those, the ones drawn (at most output.max_boxes, the best by score)
     classes_predicted: int | None = None  # a segmentor's classes present in its class map
+    keypoints_drawn: int | None = None  # a pose model's keypoints scoring at least output.pred_score_thr
+    # what the model predicted, in original pixels (pose: {keypoints: [[x, y, score]], names, skeleton})
+    predictions: dict[str, Any] | None = None
     explained: dict[str, Any] | None = None  # reducer=gradcam: the target and the detections it explained
     id: str | None = None  # the output folder name (None in records of runs before ids were recorded)
     annotations: dict[str, Any] | None = None  # images.annotations: {"boxes": [{"bbox", "label"}]}
