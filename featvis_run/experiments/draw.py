@@ -35,9 +35,9 @@ __all__ = [
 ]
 
 
-def prediction_counts(predictions: Predictions | None, settings: DrawSettings) -> dict[str, int]:
-    """The manifest's count of an image's predictions (boxes above the threshold and those drawn, or classes
-    predicted); none if it has none."""
+def prediction_counts(predictions: Predictions | None, settings: DrawSettings) -> dict[str, Any]:
+    """The manifest's count of an image's predictions (boxes above the threshold and those drawn, classes
+    predicted, or a classifier's top classes); none if it has none."""
     if predictions is None:
         return {}
     counts = predictions.summary(settings.pred_score_thr)

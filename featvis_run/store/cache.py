@@ -42,7 +42,7 @@ import numpy as np
 from featvis_run.hashing import stable_hash
 from featvis_run.maps.geometry import Geometry, geometry_record
 from featvis_run.models.base import ImageFeatures
-from featvis_run.predictions import Detections, Predictions, SegmentationMap
+from featvis_run.predictions import Classification, Detections, Predictions, SegmentationMap
 from featvis_run.recording.levels import LevelKey
 from featvis_run.store.outputs import write_bytes
 
@@ -116,12 +116,15 @@ def _encode(item: ImageFeatures, key: str | None = None, image_sha256: str | Non
         "predictions": type(pred).__name__ if pred is not None else None,
         "class_names": list(pred.class_names) if pred is not None else [],
         "notes": list(item.notes),
+        "explained": list(pred.explained) if isinstance(pred, Classification) else [],
     }
     arrays: dict[str, np.ndarray] = {f"level_{i}": values for i, (values, _) in enumerate(packed)}
     if isinstance(pred, Detections):
         arrays |= {"boxes": pred.boxes, "scores": pred.scores, "labels": pred.labels}
     elif isinstance(pred, SegmentationMap):
         arrays |= {"seg_labels": pred.labels, "palette": pred.palette}
+    elif isinstance(pred, Classification):
+        arrays |= {"top_indices": pred.indices, "top_scores": pred.scores}
     buf = io.BytesIO()
     np.savez_compressed(buf, meta=np.array(json.dumps(meta)), **arrays)
     return buf.getvalue()
@@ -142,6 +145,9 @@ def _decode(path: Path) -> tuple[ImageFeatures, dict[str, Any]]:
             pred = Detections(data["boxes"], data["scores"], data["labels"], names)
         elif kind == "SegmentationMap":
             pred = SegmentationMap(data["seg_labels"], names, data["palette"])
+        elif kind == "Classification":
+            explained = tuple(int(i) for i in meta.get("explained", ()))
+            pred = Classification(data["top_indices"], data["top_scores"], names, explained)
     geometry = _geometry_from(meta["geometry"])
     return ImageFeatures(geometry, pred, features, tuple(meta.get("notes", ()))), meta
 

@@ -44,6 +44,8 @@ class ImageRecord:
     classes_predicted: int | None = None  # a segmentor's classes present in its class map
     explained: dict[str, Any] | None = None  # reducer=gradcam: the target and the detections it explained
     id: str | None = None  # the output folder name (None in records of runs before ids were recorded)
+    # what the model predicted, in original pixels: a classifier's {"top": [{label, index, score}, ...]}
+    predictions: dict[str, Any] | None = None
     # where the network input lies on the image: {ori_hw, img_hw, input_hw, offset_hw, affine} (maps/geometry.py)
     geometry: dict[str, Any] | None = None
 
