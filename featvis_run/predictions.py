@@ -1,16 +1,18 @@
 """What a model predicted on an image, in original-image pixels: plain arrays, shared by models, cache and drawing.
 
 A detector predicts :class:`Detections` (boxes), a segmentor a :class:`SegmentationMap` (a class per pixel), a pose
-model :class:`Keypoints` (one person's keypoints in one box).
+model :class:`Keypoints` (one person's keypoints in one box), a classifier :class:`Classification` (its best classes
+and their scores).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
-__all__ = ["Detections", "Keypoints", "Predictions", "SegmentationMap"]
+__all__ = ["Classification", "Detections", "Keypoints", "Predictions", "SegmentationMap"]
 
 
 @dataclass(frozen=True)
@@ -39,7 +41,7 @@ class Detections:
         keep = np.sort(np.argsort(-np.asarray(self.scores), kind="stable")[: max(n, 0)])
         return Detections(self.boxes[keep], self.scores[keep], self.labels[keep], self.class_names)
 
-    def summary(self, thr: float) -> dict[str, int]:
+    def summary(self, thr: float) -> dict[str, Any]:
         """The manifest's count: the boxes at or above ``thr`` (those drawn)."""
         return {"detections": int((self.scores >= thr).sum())}
 
@@ -64,7 +66,7 @@ class SegmentationMap:
         total = max(1, int(self.labels.size))
         return [(int(i), float(counts[i]) / total) for i in order if counts[i] > 0]
 
-    def summary(self, thr: float) -> dict[str, int]:
+    def summary(self, thr: float) -> dict[str, Any]:
         """The manifest's count: the classes predicted on the image."""
         return {"classes_predicted": len(self.present())}
 
@@ -105,4 +107,34 @@ class Keypoints:
         return {"keypoints": rows, "names": list(self.class_names), "skeleton": [list(e) for e in self.skeleton]}
 
 
-Predictions = Detections | SegmentationMap | Keypoints
+@dataclass(frozen=True)
+class Classification:
+    """A classifier's best classes: class indices (K,) and their scores (K,) (softmax probabilities), best first;
+    ``explained``: the class indices a Grad-CAM explained (empty otherwise)."""
+
+    indices: np.ndarray
+    scores: np.ndarray
+    class_names: tuple[str, ...] = ()
+    explained: tuple[int, ...] = ()
+
+    def above(self, thr: float) -> Classification:
+        """A classifier's top classes are shown whatever their score: a threshold does not apply."""
+        return self
+
+    def label(self, index: int) -> str:
+        """The name of class ``index`` (its number when the model has no names for it)."""
+        return self.class_names[index] if 0 <= index < len(self.class_names) else str(index)
+
+    def top(self) -> list[dict[str, Any]]:
+        """The manifest's ``predictions.top``: ``{label, index, score}`` of each class, best first."""
+        return [
+            {"label": self.label(int(i)), "index": int(i), "score": float(s)}
+            for i, s in zip(self.indices, self.scores, strict=True)
+        ]
+
+    def summary(self, thr: float) -> dict[str, Any]:
+        """The manifest's counts: none (the top classes are the manifest's ``predictions.top``)."""
+        return {}
+
+
+Predictions = Detections | SegmentationMap | Keypoints | Classification

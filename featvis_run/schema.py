@@ -52,6 +52,7 @@ class RecorderType(str, Enum):
     function_inputs = "function_inputs"
     parameter = "parameter"  # a parameter of the model by name (drawn when 4-D, as MMRazor: its first filter)
     encoder_memory = "encoder_memory"  # a DETR-family encoder's memory, split back into one map per level
+    stage_outputs = "stage_outputs"  # a backbone's stages: the last map of each size its parts output (classifiers)
 
 
 class ImageFormat(str, Enum):

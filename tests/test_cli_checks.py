@@ -102,9 +102,10 @@ BAD = [
     (
         ["model@model_a=retinanet_r5"],
         "model@model_a='retinanet_r5' is not a model option; did you mean "
-        "model@model_a=retinanet_r50? (options: deformable_detr_r50, demo_shapes, detr_r50, dino_r50, faster_rcnn_r50, "
-        "fcos_r50, hrnet_w32_coco, mask_rcnn_r50, mmdet, mmpose, mmseg, pspnet_r50, retinanet_r101, retinanet_r50, "
-        "retinanet_swin_t, rtmdet_s, segformer_b0, simplebaseline_r50_coco, yolov3_d53, yolox_s)",
+        "model@model_a=retinanet_r50? (options: convnext_t_in1k, deformable_detr_r50, demo_shapes, detr_r50, dino_r50, "
+        "faster_rcnn_r50, fcos_r50, hrnet_w32_coco, mask_rcnn_r50, mmdet, mmpose, mmpretrain, mmseg, "
+        "mobilenet_v2_in1k, pspnet_r50, resnet50_in1k, retinanet_r101, retinanet_r50, retinanet_swin_t, rtmdet_s, "
+        "segformer_b0, simplebaseline_r50_coco, swin_t_in1k, vit_b16_in1k, yolov3_d53, yolox_s)",
     ),
     (["reducr=none"], "reducr=none: there is no option reducr; did you mean reducer=none?"),
     (["output.alhpa=0.3"], "output.alhpa=0.3: there is no option output.alhpa; did you mean output.alpha=0.3?"),

@@ -14,6 +14,7 @@ import cv2
 import numpy as np
 
 from featvis_run.drawing.boxes import draw_detections, draw_ground_truth
+from featvis_run.drawing.classes import draw_classification
 from featvis_run.drawing.colorbar import add_colorbar
 from featvis_run.drawing.colour import (
     MISSING,
@@ -30,7 +31,7 @@ from featvis_run.drawing.layout import check_arrangement, magnify, tile_grid
 from featvis_run.drawing.masks import draw_segmentation
 from featvis_run.maps.geometry import Geometry, unseen_region, upsample_to_canvas
 from featvis_run.maps.reduce import ReducedMap
-from featvis_run.predictions import Detections, Keypoints, Predictions, SegmentationMap
+from featvis_run.predictions import Classification, Detections, Keypoints, Predictions, SegmentationMap
 
 __all__ = ["Drawn", "RenderOptions", "render_map", "render_map_scaled"]
 
@@ -224,4 +225,6 @@ def render_map_scaled(
         out = draw_segmentation(out, predictions)
     elif isinstance(predictions, Keypoints):
         out = draw_keypoints(out, predictions, (canvas.shape[0] / geom.ori_hw[0], canvas.shape[1] / geom.ori_hw[1]))
+    elif isinstance(predictions, Classification):
+        out = draw_classification(out, predictions)
     return _with_bar(Drawn(out, scale), opts)

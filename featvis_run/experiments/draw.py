@@ -19,7 +19,7 @@ from featvis_run.maps.geometry import Geometry, cell_placement, crop_valid, vali
 from featvis_run.maps.modes import ReducerName
 from featvis_run.maps.reduce import ReducedMap, reduce_channels, standardize
 from featvis_run.maps.scales import RangeBook, image_ranges
-from featvis_run.predictions import Detections, Keypoints, Predictions, SegmentationMap
+from featvis_run.predictions import Classification, Detections, Keypoints, Predictions, SegmentationMap
 from featvis_run.recording.levels import LevelKey
 from featvis_run.store.manifest import MapRecord
 from featvis_run.store.outputs import safe_name, write_array, write_image
@@ -70,6 +70,8 @@ def prediction_record(predictions: Predictions | None, settings: DrawSettings) -
         return {"boxes": sorted(boxes, key=lambda b: -b["score"])}
     if isinstance(predictions, Keypoints):
         return predictions.record()
+    if isinstance(predictions, Classification):
+        return {"top": predictions.top()}
     if isinstance(predictions, SegmentationMap):
         names = predictions.class_names
         classes = [

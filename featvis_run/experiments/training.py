@@ -125,7 +125,7 @@ class LiveModel:
     Args:
         model: the runner's model (wrappers are removed, see :func:`unwrap_model`).
         cfg: the training config (an mmengine Config): its test (else val) pipeline prepares the images.
-        repo: the model's library (``mmdet``, ``mmseg``).
+        repo: the model's library (``mmdet``, ``mmseg``, ``mmpretrain``).
     """
 
     def __init__(self, model: Any, cfg: Any, repo: str = "mmdet"):
@@ -157,6 +157,7 @@ class LiveModel:
 
         flags = [(m, m.training) for m in self.model.modules()]
         recorders, mappings = cfg.recorder.parsed()
+        recorders = getattr(self.adapter, "adapt_recorders", lambda r: r)(recorders)  # a classifier: its stages
         self.model.eval()
         try:
             with torch.no_grad():

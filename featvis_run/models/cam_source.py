@@ -23,7 +23,7 @@ from featvis_run.models.base import BuiltModel, ImageFeatures
 from featvis_run.models.pool import ModelPool
 from featvis_run.models.registry import explain_batch
 from featvis_run.models.source import FeatureSource
-from featvis_run.recording.levels import LevelKey, SpatialTokens, extract_levels
+from featvis_run.recording.levels import LevelKey, SpatialTokens, StageOutputs, extract_levels
 from featvis_run.schema import ModelConfig, RecorderConfig, RecorderType
 from featvis_run.store.cache import ActivationCache
 from featvis_run.timing import Timer
@@ -39,6 +39,8 @@ def _map_tensors(value: Any, fn: Callable[[Any], Any]) -> Any:
         return fn(value)
     if isinstance(value, SpatialTokens):
         return dataclasses.replace(value, tokens=_map_tensors(value.tokens, fn))
+    if isinstance(value, StageOutputs):
+        return dataclasses.replace(value, outputs=_map_tensors(value.outputs, fn))
     if isinstance(value, tuple) and hasattr(value, "_fields"):
         return type(value)(*(_map_tensors(v, fn) for v in value))
     if isinstance(value, (tuple, list)):

@@ -231,7 +231,8 @@ class OpenMMLabAdapter:
         importing the library (importing it loads torch)."""
         spec = importlib.util.find_spec(self.repo)
         if spec is None or not spec.submodule_search_locations:
-            extra = {"mmseg": " (pip install 'featvis-run[mmseg]')"}.get(self.repo, "")
+            extras = ("mmseg", "mmpretrain", "mmpose")
+            extra = f" (pip install 'featvis-run[{self.repo}]')" if self.repo in extras else ""
             raise ModelError(f"model.repo={self.repo!r} needs the {self.repo} package, which is not installed{extra}")
         return Path(list(spec.submodule_search_locations)[0]) / ".mim" / "configs"
 

@@ -14,10 +14,12 @@ import numpy as np
 from featvis_run.errors import ModelError
 from featvis_run.models.base import BuiltModel, ExplainedBatch, ImageResult, ModelAdapter, ModelPlan
 from featvis_run.models.pool import ModelPool, shared_pool
-from featvis_run.schema import ModelConfig
+from featvis_run.schema import ModelConfig, RecorderSpec
 
 __all__ = [
     "ADAPTERS",
+    "EXTRAS",
+    "adapt_recorders",
     "adapter_for",
     "batch_groups",
     "build_model",
@@ -32,7 +34,10 @@ ADAPTERS = {
     "mmdet": "featvis_run.models.mmdet:MmdetAdapter",
     "mmseg": "featvis_run.models.mmseg:MmsegAdapter",
     "mmpose": "featvis_run.models.mmpose:MmposeAdapter",
+    "mmpretrain": "featvis_run.models.mmpretrain:MmpretrainAdapter",
 }
+#: the featvis-run extra that installs each library (pip install 'featvis-run[<extra>]')
+EXTRAS = {"mmseg": "mmseg", "mmpretrain": "mmpretrain", "mmpose": "mmpose"}
 
 
 def adapter_for(repo: str, key: str = "model") -> ModelAdapter:
@@ -44,10 +49,16 @@ def adapter_for(repo: str, key: str = "model") -> ModelAdapter:
         return getattr(importlib.import_module(module), name)()
     except ModuleNotFoundError as err:
         package = (err.name or repo).split(".")[0]
+        fix = f"pip install 'featvis-run[{EXTRAS[repo]}]'" if repo in EXTRAS else f"pip install {package}"
         raise ModelError(
-            f"{key}.repo={repo!r} needs the package {package!r}, which is not installed here; install it (for mmseg: "
-            "pip install 'featvis-run[mmseg]')"
+            f"{key}.repo={repo!r} needs the package {package!r}, which is not installed here; install it ({fix})"
         ) from err
+
+
+def adapt_recorders(plan: ModelPlan, recorders: dict[str, RecorderSpec]) -> dict[str, RecorderSpec]:
+    """The recorders as the model's library records them (a classifier's ``recorder=backbone``: its stages)."""
+    adapt = getattr(adapter_for(plan.repo, plan.key), "adapt_recorders", None)
+    return adapt(recorders) if adapt is not None else recorders
 
 
 def plan_model(mc: ModelConfig, key: str = "model", pool: ModelPool | None = None) -> ModelPlan:

@@ -12,7 +12,14 @@ import numpy as np
 from featvis_run.errors import ConfigError, RecordingError
 from featvis_run.models.base import BuiltModel, CheckpointInfo, ImageFeatures, ImageResult, PredictionFailed
 from featvis_run.models.pool import ModelPool
-from featvis_run.models.registry import batch_groups, build_model, check_recorders, plan_model, run_batch
+from featvis_run.models.registry import (
+    adapt_recorders,
+    batch_groups,
+    build_model,
+    check_recorders,
+    plan_model,
+    run_batch,
+)
 from featvis_run.recording.levels import extract_levels
 from featvis_run.schema import MappingSpec, ModelConfig, RecorderConfig, RecorderSpec
 from featvis_run.store.cache import ActivationCache
@@ -96,6 +103,7 @@ class FeatureSource:
             )
         else:
             self.recorders, self.mappings = recorder.parsed()
+        self.recorders = adapt_recorders(self.plan, self.recorders)
         self._precheck()
         self.spec = {
             "recorders": {k: asdict(v) for k, v in self.recorders.items()},

@@ -42,7 +42,7 @@ import numpy as np
 from featvis_run.hashing import stable_hash
 from featvis_run.maps.geometry import Geometry, geometry_record
 from featvis_run.models.base import ImageFeatures
-from featvis_run.predictions import Detections, Keypoints, Predictions, SegmentationMap
+from featvis_run.predictions import Classification, Detections, Keypoints, Predictions, SegmentationMap
 from featvis_run.recording.levels import LevelKey
 from featvis_run.store.outputs import write_bytes
 
@@ -116,6 +116,7 @@ def _encode(item: ImageFeatures, key: str | None = None, image_sha256: str | Non
         "predictions": type(pred).__name__ if pred is not None else None,
         "class_names": list(pred.class_names) if pred is not None else [],
         "notes": list(item.notes),
+        "explained": list(pred.explained) if isinstance(pred, Classification) else [],
     }
     arrays: dict[str, np.ndarray] = {f"level_{i}": values for i, (values, _) in enumerate(packed)}
     if isinstance(pred, Detections):
@@ -125,6 +126,8 @@ def _encode(item: ImageFeatures, key: str | None = None, image_sha256: str | Non
     elif isinstance(pred, Keypoints):
         skeleton = np.asarray(pred.skeleton, np.int64).reshape(-1, 2)
         arrays |= {"keypoints": pred.points, "keypoint_scores": pred.scores, "skeleton": skeleton}
+    elif isinstance(pred, Classification):
+        arrays |= {"top_indices": pred.indices, "top_scores": pred.scores}
     buf = io.BytesIO()
     np.savez_compressed(buf, meta=np.array(json.dumps(meta)), **arrays)
     return buf.getvalue()
@@ -148,6 +151,9 @@ def _decode(path: Path) -> tuple[ImageFeatures, dict[str, Any]]:
         elif kind == "Keypoints":
             skeleton = tuple((int(i), int(j)) for i, j in data["skeleton"])
             pred = Keypoints(data["keypoints"], data["keypoint_scores"], names, skeleton)
+        elif kind == "Classification":
+            explained = tuple(int(i) for i in meta.get("explained", ()))
+            pred = Classification(data["top_indices"], data["top_scores"], names, explained)
     geometry = _geometry_from(meta["geometry"])
     return ImageFeatures(geometry, pred, features, tuple(meta.get("notes", ()))), meta
 

@@ -55,7 +55,6 @@ class ImageRecord:
     annotations: dict[str, Any] | None = None  # images.annotations: {"boxes": [{"bbox", "label"}]}
     metrics: dict[str, Any] | None = None  # analysis.metrics: pointing_game, energy_in_boxes, deletion/insertion_auc
     geometry: dict[str, Any] | None = None  # ori_hw, img_hw, input_hw, offset_hw, affine (see FORMAT)
-    predictions: dict[str, Any] | None = None  # boxes (original pixels, label, score) or classes
     image_file: str | None = None  # the stored input picture, relative to the run folder (``<image>/image.jpg``)
     image_file_hw: tuple[int, int] | None = None
 
