@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import importlib
 import json
-from collections.abc import Hashable, Sequence
+from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import asdict
 from pathlib import Path
 
@@ -13,9 +13,18 @@ import numpy as np
 from featvis_run.errors import ModelError
 from featvis_run.models.base import BuiltModel, ExplainedBatch, ImageResult, ModelAdapter, ModelPlan
 from featvis_run.models.pool import ModelPool, shared_pool
-from featvis_run.schema import ModelConfig
+from featvis_run.schema import ModelConfig, RecorderSpec
 
-__all__ = ["ADAPTERS", "adapter_for", "batch_groups", "build_model", "explain_batch", "plan_model", "run_batch"]
+__all__ = [
+    "ADAPTERS",
+    "adapter_for",
+    "adjust_recorders",
+    "batch_groups",
+    "build_model",
+    "explain_batch",
+    "plan_model",
+    "run_batch",
+]
 
 #: library name -> "module:class" of its adapter (imported on first use: each pulls in torch and the library).
 ADAPTERS = {"mmdet": "featvis_run.models.mmdet:MmdetAdapter", "mmseg": "featvis_run.models.mmseg:MmsegAdapter"}
@@ -64,6 +73,14 @@ def build_model(plan: ModelPlan | ModelConfig, pool: ModelPool | None = None) ->
         plan = plan_model(plan, pool=pool)
     adapter = adapter_for(plan.repo, plan.key)
     return (pool if pool is not None else shared_pool()).get(plan.identity, lambda: adapter.build(plan))
+
+
+def adjust_recorders(
+    plan: ModelPlan, recorders: Mapping[str, RecorderSpec]
+) -> tuple[dict[str, RecorderSpec], list[str]]:
+    """The recorders pointed where this model computes what they name, with notes (see
+    :meth:`OpenMMLabAdapter.adjust_recorders`)."""
+    return adapter_for(plan.repo, plan.key).adjust_recorders(plan.cfg, recorders)
 
 
 def batch_groups(plan: ModelPlan, images: Sequence[np.ndarray]) -> list[list[int]]:

@@ -9,10 +9,11 @@ from dataclasses import asdict
 
 import numpy as np
 
-from featvis_run.errors import ConfigError, RecordingError
+from featvis_run.errors import ConfigError, ModelError, RecordingError
 from featvis_run.models.base import BuiltModel, CheckpointInfo, ImageFeatures, ImageResult, PredictionFailed
+from featvis_run.models.op_kernels import missing_kernel, missing_kernel_message
 from featvis_run.models.pool import ModelPool
-from featvis_run.models.registry import batch_groups, build_model, plan_model, run_batch
+from featvis_run.models.registry import adjust_recorders, batch_groups, build_model, plan_model, run_batch
 from featvis_run.recording.levels import extract_levels
 from featvis_run.schema import MappingSpec, ModelConfig, RecorderConfig, RecorderSpec
 from featvis_run.store.cache import ActivationCache
@@ -45,9 +46,14 @@ def record_batch(
     try:
         levels = extract_levels(recorder.records, recorders, mappings, len(arrays), results[0].geometry.input_hw)
     except RecordingError:
-        if failure is not None:  # it failed before the recorded layers ran: that is the error to report
-            raise failure.cause from None
-        raise
+        if failure is None:
+            raise
+        # it failed before the recorded layers ran: that is the error to report
+        kernel = missing_kernel(failure.cause)
+        if kernel is not None:  # an mmcv op without a kernel for this device: one line, exit 2
+            message = missing_kernel_message(kernel, built.plan.config.name, list(recorders), built.plan.key)
+            raise ModelError(message) from failure.cause
+        raise failure.cause from None
     return [
         ImageFeatures(r.geometry, r.predictions, {key: maps[i] for key, maps in levels.items()}, r.notes)
         for i, r in enumerate(results)
@@ -94,6 +100,8 @@ class FeatureSource:
             )
         else:
             self.recorders, self.mappings = recorder.parsed()
+        self.recorders, adjusted = adjust_recorders(self.plan, self.recorders)
+        self.recorder_notes += adjusted
         self._precheck()
         self.spec = {
             "recorders": {k: asdict(v) for k, v in self.recorders.items()},
