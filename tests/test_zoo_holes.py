@@ -42,7 +42,7 @@ def test_a_library_message_is_one_line_in_a_failure_and_in_the_maps_drawn_note(m
     failed = PredictionFailed([GEOMETRY], RuntimeError("File   not found.\n\n  (retry)\n"))
     assert str(failed) == "RuntimeError: File not found. (retry)"
 
-    def run(built, arrays):  # the backbone ran, then the head failed with a multi-line library message
+    def run(built, arrays, boxes=None):  # the backbone ran, then the head failed with a multi-line library message
         built.model.backbone(torch.zeros(1, 3, 8, 8))
         raise PredictionFailed([GEOMETRY], ValueError("bad   box\n"))
 
@@ -56,7 +56,7 @@ def test_a_library_message_is_one_line_in_a_failure_and_in_the_maps_drawn_note(m
 
 
 def test_an_op_without_a_kernel_before_the_recorded_layers_is_one_model_error(monkeypatch):
-    def run(built, arrays):
+    def run(built, arrays, boxes=None):
         raise PredictionFailed([GEOMETRY], RuntimeError(CARAFE))
 
     monkeypatch.setattr(source_module, "run_batch", run)
@@ -67,7 +67,9 @@ def test_an_op_without_a_kernel_before_the_recorded_layers_is_one_model_error(mo
     assert "\n" not in text and text.startswith("carafe_model uses mmcv's 'carafe_forward' op")
     assert "no cpu kernel here (it needs cuda)" in text and "(neck)" in text and text.endswith("recorder=backbone")
 
-    def other(built, arrays):  # any other failure before the recorded layers stays the library's own exception
+    def other(
+        built, arrays, boxes=None
+    ):  # any other failure before the recorded layers stays the library's own exception
         raise PredictionFailed([GEOMETRY], KeyError("x"))
 
     monkeypatch.setattr(source_module, "run_batch", other)

@@ -17,7 +17,7 @@ from typing import Any
 
 from featvis_run.errors import ConfigError, FeatvisError, ModelError, error_line
 from featvis_run.experiments.common import activation_cache, cache_summary
-from featvis_run.experiments.draw import non_finite_notes, prediction_counts
+from featvis_run.experiments.draw import non_finite_notes, prediction_counts, prediction_record
 from featvis_run.experiments.evolution import Frame, FrameRecord, write_sequence
 from featvis_run.experiments.inputs import (
     ImageBatches,
@@ -29,6 +29,7 @@ from featvis_run.experiments.inputs import (
 )
 from featvis_run.experiments.settings import DrawSettings
 from featvis_run.maps.evolution import natural_key
+from featvis_run.maps.geometry import geometry_record
 from featvis_run.models.base import ImageFeatures
 from featvis_run.models.registry import plan_model
 from featvis_run.models.source import FeatureSource
@@ -113,7 +114,7 @@ def run_checkpoints(cfg: Config, out_dir: Path, resolved: dict[str, Any]) -> Run
     paths = collect_checkpoints(cfg.checkpoints)
     labels = unique_ids(paths)  # frame labels: the stems, made unique (epoch_1, epoch_1-2)
     inputs, strict = _inputs(cfg)
-    batches = ImageBatches(inputs, 1, strict, cfg.images.max_pixels)
+    batches = ImageBatches(inputs, 1, strict, cfg.images.max_pixels, cfg.model.bboxes)
     images = [im for batch in batches for im in batch]
     plan_model(replace(cfg.model, checkpoint=None))  # a bad model config is one error, not one per checkpoint
     folder = RunFolder.open(out_dir, resolved, cfg.output.overwrite, [im.image_id for im in images])
@@ -147,7 +148,17 @@ def run_checkpoints(cfg: Config, out_dir: Path, resolved: dict[str, Any]) -> Run
         last = loaded[-1][2][i]
         g = last.geometry
         counts = prediction_counts(last.predictions, settings)
-        image_records.append(ImageRecord(os.path.abspath(im.path), g.ori_hw, g.input_hw, **counts, id=im.image_id))
+        image_records.append(
+            ImageRecord(
+                os.path.abspath(im.path),
+                g.ori_hw,
+                g.input_hw,
+                **counts,
+                id=im.image_id,
+                geometry=geometry_record(g),
+                predictions=prediction_record(last.predictions, settings),
+            )
+        )
         notes += [f"{im.image_id}: {note}" for note in im.notes]
         keys: list[LevelKey] = list(last.features)
         for key in keys:
@@ -166,7 +177,7 @@ def run_checkpoints(cfg: Config, out_dir: Path, resolved: dict[str, Any]) -> Run
     model_notes = [n for _, s, _ in loaded for n in s.model_notes()]
     notes = folder.notes + model_notes + non_finite_notes(outputs) + sorted({o.note for o in outputs if o.note}) + notes
     sequences = [lv[k] for lv in levels for k in ("gif", "strip", "change_plot") if lv.get(k)]
-    files = [o.file for o in outputs] + sequences
+    files = [o.file for o in outputs] + [a["file"] for o in outputs for a in o.arrays.values()] + sequences
     folder.record("checkpoints", files, {"checkpoints": [e["checkpoint"] for e in entries]})
     result = RunResult(
         experiment="checkpoints",

@@ -21,10 +21,10 @@ import numpy as np
 from featvis_run.drawing.animation import encode_gif, label_frame, line_plot
 from featvis_run.drawing.layout import contact_sheet
 from featvis_run.drawing.render import render_map
-from featvis_run.experiments.draw import finite_stats
+from featvis_run.experiments.draw import finite_stats, save_arrays
 from featvis_run.experiments.settings import DrawSettings
 from featvis_run.maps.evolution import change_to_reference, reduce_fixed, shared_range
-from featvis_run.maps.geometry import Geometry, crop_valid, valid_cells
+from featvis_run.maps.geometry import Geometry, cell_placement, crop_valid, valid_cells
 from featvis_run.maps.reduce import reduce_channels, standardize
 from featvis_run.predictions import Predictions
 from featvis_run.recording.levels import LevelKey
@@ -96,6 +96,7 @@ def write_sequence(
         picture = render_map(red, feat_hw, frame.geometry, image, opts, settings.shown(frame.predictions))
         written = write_image(folder / level / f"{safe_name(frame.label)}.{settings.fmt}", picture)
         pictures.append(picture)
+        stride_hw, cell_origin = cell_placement(feat_hw, frame.geometry)
         records.append(
             FrameRecord(
                 image=image_id,
@@ -111,6 +112,9 @@ def write_sequence(
                 non_finite=int(frame.feat.size - np.count_nonzero(np.isfinite(frame.feat))),
                 checkpoint=frame.label,
                 scale=scale,
+                arrays=save_arrays(written, out_dir, settings, red, None),  # <level>/<checkpoint>.npy
+                stride_hw=stride_hw,
+                cell_origin=cell_origin,
             )
         )
     labels = [f.label for f in frames]

@@ -136,7 +136,7 @@ class ModelAdapter(Protocol):
         """Indices of the images that can share one forward pass (a library may need equal sizes)."""
         ...
 
-    def adjust_recorders(
+    def redirect_recorders(
         self, cfg: Any, recorders: Mapping[str, RecorderSpec]
     ) -> tuple[dict[str, RecorderSpec], list[str]]:
         """Point recorders where the model (its resolved config ``cfg``) computes what they name; returns them and

@@ -111,7 +111,7 @@ class MmsegAdapter(OpenMMLabAdapter):
             cfg.model.data_preprocessor = {**preprocessor, "test_cfg": {"size": fixed}}
         return notes
 
-    def adjust_recorders(
+    def redirect_recorders(
         self, cfg: Any, recorders: Mapping[str, RecorderSpec]
     ) -> tuple[dict[str, RecorderSpec], list[str]]:
         return decode_head_recorders(cfg.model, recorders)
