@@ -27,12 +27,12 @@ def test_in_process_sweep_runs_the_model_once_and_writes_a_summary(sweep_args, t
     proc = run_cli(*sweep_args, "reducer=select_max,none", "topk=2,4")
     assert proc.returncode == 0, proc.stderr
     sweep = tmp_path / "sweep"
-    # the one-valued model=retinanet_r50 is part of the folder names (a model choice is not noise), not a swept key
+    # folders are named by the swept keys only: the one-valued model=retinanet_r50 is left out
     jobs = [
-        "0_model=retinanet_r50,reducer=select_max,topk=2",
-        "1_model=retinanet_r50,reducer=select_max,topk=4",
-        "2_model=retinanet_r50,reducer=none,topk=2",
-        "3_model=retinanet_r50,reducer=none,topk=4",
+        "0_reducer=select_max,topk=2",
+        "1_reducer=select_max,topk=4",
+        "2_reducer=none,topk=2",
+        "3_reducer=none,topk=4",
     ]
     assert sorted(p.name for p in sweep.iterdir() if p.is_dir()) == jobs
     summary = json.loads((sweep / "summary.json").read_text())
@@ -42,14 +42,15 @@ def test_in_process_sweep_runs_the_model_once_and_writes_a_summary(sweep_args, t
     assert [r["cache_hit"] for r in rows] == [False, True, True, True]
     assert [r["forward_passes"] for r in rows] == [1, 0, 0, 0]
     assert rows[3]["overrides"]["reducer"] == "none" and rows[3]["outputs"] == 5
+    assert rows[3]["overrides"]["model"] == "retinanet_r50"  # fixed overrides are still recorded per job
     with open(sweep / "summary.csv") as fh:
         table = list(csv.DictReader(fh))
     assert [t["job"] for t in table] == jobs and table[0]["status"] == "ok"
     page = page_data(sweep / "index.html")
     pictures = [m["picture"] for m in page["maps"]]
-    assert len(pictures) == 20 and "3_model=retinanet_r50,reducer=none,topk=4/scene/neck/p7.png" in pictures
+    assert len(pictures) == 20 and "3_reducer=none,topk=4/scene/neck/p7.png" in pictures
     assert [j["label"] for j in page["jobs"]][3] == "reducer=none, topk=4"
-    assert (sweep / "3_model=retinanet_r50,reducer=none,topk=4/scene/neck/p7.png").exists()
+    assert (sweep / "3_reducer=none,topk=4/scene/neck/p7.png").exists()
     assert "sweep: 4 jobs, 1 forward passes" in proc.stdout
     # select_max ignores topk: job 1 draws exactly job 0's pictures; reducer=none grids differ with topk
     assert summary["duplicates"] == {jobs[1]: jobs[0]}
