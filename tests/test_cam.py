@@ -128,6 +128,15 @@ def test_all_and_top_without_detections_say_so():
         select_detections(parse_target("top"), np.zeros(0), np.zeros(0), NAMES, 0.3)
 
 
+def test_a_random_init_detector_without_detections_asks_for_a_checkpoint():
+    with pytest.raises(TargetNotFound) as err:
+        select_detections(parse_target("top"), np.zeros(0), np.zeros(0), NAMES, 0.3, random_init="model_b")
+    assert str(err.value) == (
+        "target='top': random init: no detections; give model_b.checkpoint=<file> "
+        "(without a checkpoint the detector's weights are random)"
+    )
+
+
 @pytest.mark.parametrize("bad", ["best", "det:x", "det:-1", "class:", "det"])
 def test_bad_target_syntax_is_a_config_error(bad):
     with pytest.raises(ConfigError, match="use top, det:<i>"):

@@ -72,9 +72,15 @@ def _name(label: int, class_names: Sequence[str]) -> str:
 
 
 def select_detections(
-    target: Target, scores: np.ndarray, labels: np.ndarray, class_names: Sequence[str], score_thr: float
+    target: Target,
+    scores: np.ndarray,
+    labels: np.ndarray,
+    class_names: Sequence[str],
+    score_thr: float,
+    random_init: str | None = None,
 ) -> np.ndarray:
-    """Indices (into ``scores``) of the detections ``target`` explains, highest score first.
+    """Indices (into ``scores``) of the detections ``target`` explains, highest score first. ``random_init``: the
+    config key (``model``, ``model_a``, ...) of a model without a checkpoint (its weights random), else None.
 
     Raises:
         ConfigError: ``class:<name>`` names no class of the model.
@@ -87,6 +93,11 @@ def select_detections(
     labels = np.asarray(labels).reshape(-1)
     order = np.argsort(-scores, kind="stable")
     if not len(order):
+        if random_init:
+            raise TargetNotFound(
+                f"target={target.text!r}: random init: no detections; give {random_init}.checkpoint=<file> "
+                "(without a checkpoint the detector's weights are random)"
+            )
         raise TargetNotFound(f"target={target.text!r}: the model detected nothing on this image")
     if target.kind == "top":
         return order[:1]

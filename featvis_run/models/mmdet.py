@@ -94,7 +94,8 @@ class MmdetAdapter(OpenMMLabAdapter):
             found = detection_logits(built.model, data)
         results, picked = [], []
         for geometry, det in zip(geometries, found, strict=True):
-            keep = select_detections(target, det.scores, det.labels, built.classes, score_thr)
+            random_init = built.plan.key if built.plan.checkpoint_path is None else None
+            keep = select_detections(target, det.scores, det.labels, built.classes, score_thr, random_init)
             dets = Detections(det.boxes[keep], det.scores[keep], det.labels[keep], built.classes)
             results.append(ImageResult(geometry, dets))
             picked.append(det.logits[torch.as_tensor(keep, dtype=torch.long)].sum())
