@@ -5,6 +5,9 @@ import subprocess
 
 import pytest
 
+from featvis_run.experiments.common import ImageRate
+from featvis_run.timing import Timer
+
 from .conftest import console_script
 from .test_cli import run_cli
 
@@ -42,3 +45,12 @@ def test_a_plain_run_prints_only_its_own_lines_and_logs_the_rest_to_cli_log(tmp_
     stray = [line for line in proc.stdout.splitlines() if not line.strip().startswith(SUMMARY_PREFIXES)]
     assert stray == []
     assert "[matplotlib.font_manager][INFO] - generated new fontManager" in (out / "cli.log").read_text()
+
+
+def test_the_progress_rate_leaves_out_model_loading_and_restored_images():
+    timer = Timer({"model_load": 2.0})  # a model loaded earlier (e.g. for a scale pass) is not this loop's
+    rate = ImageRate.start(timer, restored=2, now=100.0)
+    assert rate.text(2, now=100.5) == ""  # only restored images so far
+    timer.seconds["model_load"] += 6.0  # the loop's first batch loaded the model
+    # 4 images drawn (6 done, 2 restored) in 10 s of which 6 s loaded the model: 1 image per second
+    assert rate.text(6, now=110.0) == "1.00 img/s"

@@ -20,7 +20,13 @@ from featvis_run.analysis.annotations import GroundTruth, run_annotations
 from featvis_run.analysis.collector import RunAnalysis
 from featvis_run.drawing.layout import contact_sheet
 from featvis_run.errors import FeatvisError, RunInterrupted, TargetNotFound, error_line
-from featvis_run.experiments.common import activation_cache, cache_summary, progress_bar, resume_hint
+from featvis_run.experiments.common import (
+    ImageRate,
+    activation_cache,
+    cache_summary,
+    progress_bar,
+    resume_hint,
+)
 from featvis_run.experiments.draw import (
     add_run_stats,
     box_cap_note,
@@ -345,14 +351,14 @@ def run_images(
             with progress_bar(enabled=not strict) as progress:
                 total = sum(len(ids) for ids in pictures.values())
                 task = progress.add_task("images", total=total, rate="") if progress else None
+                rate = ImageRate.start(timer, restored=len(finished))
                 for image_id, entry in finished.items():
                     run.restore(image_id, entry)
                 for batch in prefetch(decoded):
                     run.process(batch)
                     if progress:
                         done = len(run.images) + len(run.pending) + len(run.failures) + len(batches.failures)
-                        rate = f"{done / max(time.perf_counter() - begun, 1e-9):.2f} img/s"
-                        progress.update(task, completed=done, rate=rate)
+                        progress.update(task, completed=done, rate=rate.text(done))
                 run.finish()
             timer.add("image_loop", begun)  # wall clock of decoding, forward and drawing every image
         except KeyboardInterrupt:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Sequence
 from contextlib import nullcontext
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -12,8 +14,9 @@ from featvis_run.errors import ConfigError
 from featvis_run.models.source import FeatureSource
 from featvis_run.schema import Config
 from featvis_run.store.cache import ActivationCache
+from featvis_run.timing import Timer
 
-__all__ = ["activation_cache", "cache_summary", "progress_bar", "resume_hint"]
+__all__ = ["ImageRate", "activation_cache", "cache_summary", "progress_bar", "resume_hint"]
 
 
 def resume_hint(cfg: Config, out_dir: Path) -> str:
@@ -71,3 +74,27 @@ def progress_bar(enabled: bool) -> Any:
         TimeRemainingColumn(),
         console=Console(stderr=True),
     )
+
+
+@dataclass(frozen=True)
+class ImageRate:
+    """The progress bar's rate: images drawn per second of the image loop, without the time spent loading the
+    model (the timer's ``model_load`` added since the loop began) and without images restored from a resumed run."""
+
+    timer: Timer
+    began: float  # time.perf_counter() when the loop began
+    load_before: float  # the timer's model_load then
+    restored: int = 0
+
+    @classmethod
+    def start(cls, timer: Timer, restored: int = 0, now: float | None = None) -> ImageRate:
+        """A rate measured from ``now`` (default: this moment)."""
+        began = time.perf_counter() if now is None else now
+        return cls(timer, began, timer.seconds.get("model_load", 0.0), restored)
+
+    def text(self, done: int, now: float | None = None) -> str:
+        """``"<r> img/s"`` after ``done`` images in all (restored ones included), or "" before the first drawn."""
+        now = time.perf_counter() if now is None else now
+        loading = self.timer.seconds.get("model_load", 0.0) - self.load_before
+        drawn, seconds = done - self.restored, now - self.began - loading
+        return f"{drawn / seconds:.2f} img/s" if drawn > 0 and seconds > 0 else ""
