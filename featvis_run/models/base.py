@@ -6,7 +6,7 @@ An adapter (one per OpenMMLab library, e.g. :mod:`featvis_run.models.mmdet`) imp
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -128,8 +128,9 @@ class ModelAdapter(Protocol):
         """
         ...
 
-    def build(self, plan: ModelPlan) -> BuiltModel:
-        """Build the model: weights from the plan's checkpoint, else seeded random init."""
+    def build(self, plan: ModelPlan, check: Callable[[Any], None] | None = None) -> BuiltModel:
+        """Build the model: weights from the plan's checkpoint, else seeded random init. ``check`` is called with
+        the built module before any weights are read (e.g. the recorders' layer names)."""
         ...
 
     def batch_groups(self, images: Sequence[np.ndarray]) -> list[list[int]]:

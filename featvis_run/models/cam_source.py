@@ -18,10 +18,10 @@ import numpy as np
 from featvis_run.errors import ConfigError
 from featvis_run.maps.cam import FUSED, fuse_cams, grad_cam, valid_region
 from featvis_run.maps.geometry import Geometry
-from featvis_run.maps.targets import Target
+from featvis_run.maps.targets import Target, check_class
 from featvis_run.models.base import BuiltModel, ImageFeatures
 from featvis_run.models.pool import ModelPool
-from featvis_run.models.registry import explain_batch
+from featvis_run.models.registry import can_explain, explain_batch, planned_classes
 from featvis_run.models.source import FeatureSource
 from featvis_run.recording.levels import LevelKey, SpatialTokens, StageOutputs, extract_levels
 from featvis_run.schema import ModelConfig, RecorderConfig, RecorderType
@@ -122,8 +122,24 @@ class CamSource(FeatureSource):
                 "a parameter; record module outputs (e.g. recorder=fpn)"
             )
         self.target, self.score_thr = target, score_thr
+        if not can_explain(self.plan):
+            raise ConfigError(
+                f"reducer=gradcam explains detections or classes, and {self.plan.repo} models ({self.name}) have "
+                "none; use reducer=eigencam (no target, no gradients)"
+            )
+        known = self._known_classes()
+        if known:
+            check_class(target, known)  # a class the model does not have: refused before it is built
         cam = {"method": "gradcam", "target": target.text, "score_thr": score_thr, "version": _CAM_VERSION}
         self.spec = {**self.spec, "cam": cam}  # the cache key: CAMs of this target, not the plain features
+
+    def _known_classes(self) -> tuple[str, ...]:
+        """The model's class names when known before it is built: as a build of this model left them in the cache,
+        else, for a random-init model, its config's (a checkpoint may name its own; it is checked once read)."""
+        record = self.cache.get_model(self.plan.identity)
+        if record and record.get("classes"):
+            return tuple(str(c) for c in record["classes"])
+        return planned_classes(self.plan) if self.random_init else ()
 
     def _forward_pass(
         self, built: BuiltModel, arrays: Sequence[np.ndarray], boxes: Sequence[Sequence[float] | None] = ()

@@ -13,7 +13,7 @@ maps drawn are the ones the keypoints were decoded from, and each recorder sees 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -183,9 +183,9 @@ class MmposeAdapter(OpenMMLabAdapter):
         check_boxes(mc.bboxes, key)
         return super().plan(mc, key)
 
-    def build(self, plan: ModelPlan) -> BuiltModel:
+    def build(self, plan: ModelPlan, check: Callable[[Any], None] | None = None) -> BuiltModel:
         """As every OpenMMLab model; its classes are the keypoint names (a checkpoint's class names do not apply)."""
-        built = super().build(plan)
+        built = super().build(plan, check)
         return dataclasses.replace(built, classes=self.pose_meta(plan).names)
 
     def check_recorders(self, plan: ModelPlan, recorders: Mapping[str, RecorderSpec]) -> None:

@@ -13,7 +13,7 @@ import importlib
 import importlib.util
 import logging
 import warnings
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -353,8 +353,9 @@ class OpenMMLabAdapter:
         )
         return ModelPlan(mc, self.repo, cfg, config_path, ckpt_path, sha, identity, key, notes)
 
-    def build(self, plan: ModelPlan) -> BuiltModel:
-        """Build the planned model: weights from its checkpoint, else seeded random init; eval mode on its device."""
+    def build(self, plan: ModelPlan, check: Callable[[Any], None] | None = None) -> BuiltModel:
+        """Build the planned model: weights from its checkpoint, else seeded random init; eval mode on its device.
+        ``check`` (e.g. the recorders' layer names) sees the built module before the checkpoint is read."""
         import torch
         from mmcv.transforms import Compose
 
@@ -367,9 +368,6 @@ class OpenMMLabAdapter:
 
         mc, cfg = plan.config, plan.cfg
         check_device(mc.device, plan.key)
-        ckpt = (
-            load_checkpoint_state(plan.checkpoint_path, mc.trust_checkpoint, plan.key) if plan.checkpoint_path else None
-        )
         registry = importlib.import_module(f"{self.repo}.registry")
         with self.scope():
             torch.manual_seed(mc.seed)
@@ -377,6 +375,13 @@ class OpenMMLabAdapter:
                 model = registry.MODELS.build(cfg.model)
             except Exception as err:
                 raise ModelError(f"{self.repo} cannot build {plan.config_path.name}: {error_line(err)}") from err
+            if check is not None:
+                check(model)  # e.g. a layer name the model does not have: refused before the checkpoint is read
+            ckpt = (
+                load_checkpoint_state(plan.checkpoint_path, mc.trust_checkpoint, plan.key)
+                if plan.checkpoint_path
+                else None
+            )
             if ckpt is None:
                 model.init_weights()
                 info = CheckpointInfo(path=None, sha256=None, seed=mc.seed)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import importlib
 import json
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -83,13 +83,15 @@ def _plan_key(mc: ModelConfig, key: str) -> Hashable:
     return (fields, key, state(mc.checkpoint), state(mc.config or mc.mmdet_config))
 
 
-def build_model(plan: ModelPlan | ModelConfig, pool: ModelPool | None = None) -> tuple[BuiltModel, bool]:
+def build_model(
+    plan: ModelPlan | ModelConfig, pool: ModelPool | None = None, check: Callable[[Any], None] | None = None
+) -> tuple[BuiltModel, bool]:
     """The planned model, reused from ``pool`` (default: this process's) when built before; returns
-    (model, reused)."""
+    (model, reused). ``check`` sees a newly built module before its weights are read (see ``ModelAdapter.build``)."""
     if isinstance(plan, ModelConfig):
         plan = plan_model(plan, pool=pool)
     adapter = adapter_for(plan.repo, plan.key)
-    return (pool if pool is not None else shared_pool()).get(plan.identity, lambda: adapter.build(plan))
+    return (pool if pool is not None else shared_pool()).get(plan.identity, lambda: adapter.build(plan, check))
 
 
 def redirect_recorders(
@@ -122,6 +124,22 @@ def check_recorders(plan: ModelPlan, recorders: Mapping[str, Any]) -> None:
     check = getattr(adapter_for(plan.repo, plan.key), "check_recorders", None)
     if check is not None:
         check(plan, recorders)
+
+
+def can_explain(plan: ModelPlan) -> bool:
+    """Whether the planned model's library explains predictions with Grad-CAM (has an ``explain_batch``)."""
+    from featvis_run.models.openmmlab import OpenMMLabAdapter
+
+    adapter = adapter_for(plan.repo, plan.key)
+    return getattr(type(adapter), "explain_batch", None) is not OpenMMLabAdapter.explain_batch
+
+
+def planned_classes(plan: ModelPlan) -> tuple[str, ...]:
+    """The class names the config's test dataset declares in its ``metainfo`` (empty when it declares none);
+    a random-init model built from the plan has these (no library import: planning stays light)."""
+    dataset = (plan.cfg.get("test_dataloader") or {}).get("dataset") or {}
+    classes = (dataset.get("metainfo") or {}).get("classes")
+    return tuple(str(c) for c in classes) if classes else ()
 
 
 def explain_batch(built: BuiltModel, images: Sequence[np.ndarray], target: object, score_thr: float) -> ExplainedBatch:

@@ -6,6 +6,7 @@ import os
 import time
 from collections.abc import Sequence
 from dataclasses import asdict
+from typing import Any
 
 import numpy as np
 
@@ -23,6 +24,7 @@ from featvis_run.models.registry import (
     run_batch,
 )
 from featvis_run.recording.levels import extract_levels
+from featvis_run.recording.presets import preset_problem
 from featvis_run.schema import MappingSpec, ModelConfig, RecorderConfig, RecorderSpec
 from featvis_run.store.cache import ActivationCache
 from featvis_run.store.images import InputImage
@@ -134,10 +136,20 @@ class FeatureSource:
         check_recorders(self.plan, self.recorders)
         model_cfg = self.plan.cfg.model
         for name, spec in self.recorders.items():
+            problem = preset_problem(name, spec, model_cfg, self.plan.repo)
+            if problem:
+                raise RecordingError(problem)
+        for name, spec in self.recorders.items():
             if spec.level_prefix and spec.source in ("neck", "backbone") and not model_cfg.get(spec.source):
                 top = [k for k, v in model_cfg.items() if isinstance(v, dict) and "type" in v]
                 detr = "DETR" in str(model_cfg.get("type", "")).upper() or "DINO" in str(model_cfg.get("type", ""))
                 raise RecordingError(missing_part(name, spec.source, str(model_cfg.get("type")), top, detr))
+
+    def _check_layers(self, model: Any) -> None:
+        """Every recorder's module, parameter or method exists in the built ``model`` (before weights are read)."""
+        from featvis_run.recording.recorder import FeatureRecorder
+
+        FeatureRecorder(model, self.recorders, self.mappings)  # resolves every source; hooks nothing yet
 
     @property
     def name(self) -> str:
@@ -151,7 +163,7 @@ class FeatureSource:
         """The built model (built, or reused from earlier in this process, on first use)."""
         if self._built is None:
             started = time.perf_counter()
-            self._built, reused = build_model(self.plan, self.pool)
+            self._built, reused = build_model(self.plan, self.pool, check=self._check_layers)
             if not reused:
                 self.timer.add("model_load", started)
             ck = self._built.checkpoint
