@@ -169,7 +169,7 @@ def test_no_neck_and_no_encoder_are_one_line_errors(pool, scene):
     item = record(m2f, "backbone", pool, scene)
     assert [k.level for k in item.features] == list(C2_C5)
     # the encoder preset on a model without a DETR encoder points at what it does have, never back at fpn
-    with pytest.raises(RecordingError, match="has no pre_transformer") as refused:
+    with pytest.raises(RecordingError, match="has no transformer encoder") as refused:
         record(m2f, "encoder", pool, scene)
     assert "recorder=fpn" not in str(refused.value) and "recorder=backbone" in str(refused.value)
     assert "source:panoptic_head.pixel_decoder" in str(refused.value)
