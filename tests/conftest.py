@@ -11,6 +11,7 @@ import cv2
 import numpy as np
 import pytest
 
+from .browser import browser  # noqa: F401  (one session-wide chromium for every browser test: Playwright's sync API allows one)
 from .random_order import (  # noqa: F401  (hooks: random test order unless pytest-randomly does it)
     pytest_addoption,
     pytest_collection_modifyitems,

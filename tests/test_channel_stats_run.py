@@ -18,6 +18,7 @@ import pytest
 from featvis_run.demo.shapes import make_scene
 from featvis_run.paths import DEMO_CHECKPOINT
 
+from .report_page import page_data
 from .test_cli import run_cli
 
 pytestmark = pytest.mark.slow
@@ -106,7 +107,10 @@ def test_channels_csv_and_atlas_equal_numpy_over_the_saved_features(plain):
             assert f"dead: neck/{level}: {len(dead_levels[level])} of 64" in stdout
     page = (out / "atlas/index.html").read_text()
     assert "http" not in page and "src='neck/p3/c0_0.jpg'" in page
-    assert "href='atlas/index.html'" in (out / "index.html").read_text()
+    report = page_data(out / "index.html")  # the run's report links the atlas and the table, and lists dead channels
+    assert {"atlas/index.html", "channels.csv"} <= {link["href"] for link in report["links"]}
+    loud = [a["text"] for a in report["analysis"] if a["loud"]]
+    assert len(loud) == sum(1 for lv in LEVELS if dead_levels[lv])
     # every analysis file is recorded (a later overwrite removes exactly these)
     files = set(manifest["analysis"]["files"])
     assert {"channels.csv", "channels.partial.npz", "atlas/index.html", "atlas/atlas.json"} <= files

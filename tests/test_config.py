@@ -37,15 +37,20 @@ def test_every_group_option_composes_to_typed_config(group, option):
     generic = {  # the generic options need the config they run; recorder=mmrazor its vis_config file
         ("model", "mmdet"): ["model.mmdet_config=atss/atss_r50_fpn_1x_coco.py"],
         ("model", "mmseg"): ["model.config=segformer/segformer_mit-b0_8xb2-160k_ade20k-512x512.py"],
+        ("model", "mmpretrain"): ["model.config=resnet/resnet18_8xb32_in1k.py"],
+        ("model", "mmpose"): [
+            "model.config=body_2d_keypoint/topdown_heatmap/coco/td-hm_res50_8xb64-210e_coco-256x192.py"
+        ],
         ("recorder", "mmrazor"): ["recorder.file=tests/vis_configs/fpn_feature_visualization.py"],
     }.get((group, option), [])
     cfg = _compose(f"{group}={option}", *generic)
     assert isinstance(cfg, Config)
     node = getattr(cfg, group)
-    if group == "model":  # a model is reported by its config's file stem; mmseg models record the backbone
+    if group == "model":  # a model is reported by its config's file stem; other than detectors, models record stages
         ref = node.config or node.mmdet_config
         assert node.name == Path(ref).stem.removesuffix("_config")
-        assert (node.repo, cfg.recorder.name) in {("mmdet", "fpn"), ("mmseg", "backbone")}
+        expected = {("mmdet", "fpn"), ("mmseg", "backbone"), ("mmpretrain", "backbone"), ("mmpose", "backbone")}
+        assert (node.repo, cfg.recorder.name) in expected
     else:
         assert node.name == option if hasattr(node, "name") else node.enabled == (option == "on")
     assert DrawSettings.from_config(cfg).fmt in ("png", "jpg")
@@ -65,7 +70,7 @@ def test_model_options_name_configs_that_exist_in_the_installed_libraries():
     from featvis_run.models.registry import adapter_for
     from featvis_run.schema import config_reference
 
-    for option in set(_options("model")) - {"mmdet", "mmseg"}:
+    for option in set(_options("model")) - {"mmdet", "mmseg", "mmpretrain", "mmpose"}:
         cfg = _compose(f"model={option}")
         ref, where = config_reference(cfg.model)
         assert Path(adapter_for(cfg.model.repo).resolve_config(ref, where)).is_file(), option

@@ -14,7 +14,7 @@ import pytest
 
 from featvis_run.report.page import writer
 
-from .browser import assert_offline_and_clean, browser  # noqa: F401  (the session fixture)
+from .browser import assert_offline_and_clean
 from .fake_runs import CHANNELS, expected_cell, make_run
 
 
@@ -30,7 +30,7 @@ def _manifest(run: Path) -> dict:
     return json.loads((run / "manifest.json").read_text())
 
 
-def test_the_page_loads_offline_with_no_error_and_every_picture(browser, fake_run):  # noqa: F811
+def test_the_page_loads_offline_with_no_error_and_every_picture(browser, fake_run):
     opened = browser.open(fake_run / "index.html")
     assert_offline_and_clean(opened, fake_run)
     assert opened.eval("document.images.length") == 3  # the first image's photo under each of its 3 levels
@@ -47,7 +47,7 @@ def _pixels(m: dict, image: str, level: str, out: dict) -> list[tuple[float, flo
 
 
 @pytest.mark.parametrize("image", ["padded", "centred"])
-def test_cell_at_is_the_saved_array_at_the_cell_the_geometry_gives(browser, fake_run, image):  # noqa: F811
+def test_cell_at_is_the_saved_array_at_the_cell_the_geometry_gives(browser, fake_run, image):
     opened = browser.open(fake_run / "index.html")
     m = _manifest(fake_run)
     for out in (o for o in m["outputs"] if o["image"] == image):
@@ -67,7 +67,7 @@ def _stack_pixels(opened) -> np.ndarray:
     return cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_COLOR).astype(np.int32)
 
 
-def test_the_alpha_slider_changes_the_drawn_pixels(browser, fake_run):  # noqa: F811
+def test_the_alpha_slider_changes_the_drawn_pixels(browser, fake_run):
     opened = browser.open(fake_run / "index.html")
     before = _stack_pixels(opened)
     opened.page.locator("#alpha").fill("1")
@@ -79,7 +79,7 @@ def test_the_alpha_slider_changes_the_drawn_pixels(browser, fake_run):  # noqa: 
     assert np.abs(opaque - photo_only).mean() > 10
 
 
-def test_colormap_and_scale_mode_redraw_from_the_values(browser, fake_run):  # noqa: F811
+def test_colormap_and_scale_mode_redraw_from_the_values(browser, fake_run):
     opened = browser.open(fake_run / "index.html")
     url = "document.querySelector('canvas.map').toDataURL()"  # drawn from values: never tainted
     jet = opened.eval(url)
@@ -103,7 +103,7 @@ def test_colormap_and_scale_mode_redraw_from_the_values(browser, fake_run):  # n
     assert ticks[0] == pytest.approx(lo, rel=1e-3) and ticks[-1] == pytest.approx(hi, rel=1e-3)
 
 
-def test_the_channel_browser_pages_through_every_channel_sorted_by_activation(browser, fake_run):  # noqa: F811
+def test_the_channel_browser_pages_through_every_channel_sorted_by_activation(browser, fake_run):
     opened = browser.open(fake_run / "index.html")
     feats = np.load(fake_run / "padded/neck/p3.features.npy")
     by_max = list(np.argsort(-feats.reshape(CHANNELS, -1).max(axis=1), kind="stable"))
@@ -116,7 +116,7 @@ def test_the_channel_browser_pages_through_every_channel_sorted_by_activation(br
     assert opened.eval("document.getElementById('ch-range').textContent") == f"1-{CHANNELS} of {CHANNELS}"
 
 
-def test_a_split_run_links_one_page_per_image(browser, tmp_path, monkeypatch):  # noqa: F811
+def test_a_split_run_links_one_page_per_image(browser, tmp_path, monkeypatch):
     monkeypatch.setattr(writer, "SPLIT_IMAGES", 1)
     run = tmp_path / "split"
     make_run(run)

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from .browser import assert_offline_and_clean, browser, skip_reason  # noqa: F401  (the session fixture)
+from .browser import assert_offline_and_clean, skip_reason
 
 pytestmark = pytest.mark.slow
 
@@ -34,13 +34,13 @@ def _manifest(run: Path) -> dict:
 
 
 @pytest.mark.parametrize("name", ["single", "diff", "checkpoints", "sweep"])
-def test_each_demo_page_loads_offline_with_no_error(browser, demo_runs, name):  # noqa: F811
+def test_each_demo_page_loads_offline_with_no_error(browser, demo_runs, name):
     opened = browser.open(demo_runs[name] / "index.html")
     assert_offline_and_clean(opened, demo_runs[name])
     assert opened.eval("document.querySelectorAll('.panel canvas.map').length") >= 1
 
 
-def test_single_cell_at_and_every_channel(browser, demo_runs):  # noqa: F811
+def test_single_cell_at_and_every_channel(browser, demo_runs):
     run = demo_runs["single"]
     opened = browser.open(run / "index.html")
     m = _manifest(run)
@@ -59,7 +59,7 @@ def test_single_cell_at_and_every_channel(browser, demo_runs):  # noqa: F811
     assert opened.eval("document.querySelectorAll('#channels .chan').length") == m["outputs"][0]["shape"][0] == 64
 
 
-def test_diff_tells_the_models_apart_and_moves_one_cursor_over_a_b_and_diff(browser, demo_runs):  # noqa: F811
+def test_diff_tells_the_models_apart_and_moves_one_cursor_over_a_b_and_diff(browser, demo_runs):
     opened = browser.open(demo_runs["diff"] / "index.html")
     titles = opened.eval("Array.from(document.querySelectorAll('.panel .ptitle')).slice(0, 3).map(t => t.textContent)")
     assert titles[0].startswith("A: demo_shapes (demo_shapes)") and titles[1].startswith("B: demo_shapes (random init)")
@@ -72,7 +72,7 @@ def test_diff_tells_the_models_apart_and_moves_one_cursor_over_a_b_and_diff(brow
     assert all(r.startswith("value ") for r in readouts) and len(set(cells)) == 1, readouts
 
 
-def test_the_checkpoint_slider_shows_each_checkpoint_on_one_scale(browser, demo_runs):  # noqa: F811
+def test_the_checkpoint_slider_shows_each_checkpoint_on_one_scale(browser, demo_runs):
     run = demo_runs["checkpoints"]
     opened = browser.open(run / "index.html")
     labels = [c["checkpoint"] for c in _manifest(run)["checkpoints"]]
@@ -91,7 +91,7 @@ def test_the_checkpoint_slider_shows_each_checkpoint_on_one_scale(browser, demo_
     assert opened.eval("Array.from(document.querySelectorAll('.links a')).some(a => a.textContent.startsWith('GIF'))")
 
 
-def test_sweep_jobs_side_by_side_on_one_image_and_level(browser, demo_runs):  # noqa: F811
+def test_sweep_jobs_side_by_side_on_one_image_and_level(browser, demo_runs):
     opened = browser.open(demo_runs["sweep"] / "index.html")
     assert opened.eval("document.querySelectorAll('#jobs input[type=checkbox]:checked').length") == 2
     titles = opened.eval("Array.from(document.querySelectorAll('.grid .panel .ptitle')).map(t => t.textContent)")
