@@ -15,7 +15,7 @@ from typing import Any
 from omegaconf import MISSING
 
 from featvis_run.errors import ConfigError
-from featvis_run.maps.modes import ArrayExport, DiffMode, ReducerName, ScaleMode
+from featvis_run.maps.modes import ArrayExport, DiffMode, PicturesMode, ReducerName, ScaleMode
 
 __all__ = [
     "ArrayExport",
@@ -30,6 +30,7 @@ __all__ = [
     "Mode",
     "ModelConfig",
     "OutputConfig",
+    "PicturesMode",
     "RecorderConfig",
     "RecorderSpec",
     "RecorderType",
@@ -220,6 +221,12 @@ class OutputConfig:
     colorbar: bool = False  # a labelled colour bar beside each picture
     save_arrays: ArrayExport = ArrayExport.none  # .npy files next to each picture: maps, features, both
     max_boxes: int | None = 20  # detector boxes drawn per picture, the best by score; null: all
+    #: What is stored of each map: composite (image-sized pictures), maps (the reduced map at feature resolution as
+    #: <level>.npy, float32, and the input image once as <image>/image.jpg; the report page draws them) or both;
+    #: null: the experiment's default (single, diff, checkpoints: both; multi_image: maps).
+    pictures: PicturesMode | None = None
+    #: A caption band above each picture: layer/level, and the colour range (checkpoint frames: the checkpoint).
+    caption: bool = True
 
 
 @dataclass
@@ -228,7 +235,7 @@ class ExperimentConfig:
 
     name: str = "single"
     contact_sheet: bool = True
-    contact_tile: int = 160
+    contact_tile: int = 240
     diff_mode: DiffMode = DiffMode.abs
     frame_ms: int = 700  # checkpoints: how long each frame of a level's GIF shows
 

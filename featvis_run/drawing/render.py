@@ -31,7 +31,7 @@ from featvis_run.maps.geometry import Geometry, upsample_to_canvas
 from featvis_run.maps.reduce import ReducedMap
 from featvis_run.predictions import Detections, Predictions, SegmentationMap
 
-__all__ = ["Drawn", "RenderOptions", "render_map", "render_map_scaled"]
+__all__ = ["Drawn", "RenderOptions", "render_map", "render_map_scaled", "with_colorbar"]
 
 
 @dataclass(frozen=True)
@@ -131,7 +131,8 @@ def _empty(like: np.ndarray) -> np.ndarray:
     return out
 
 
-def _with_bar(drawn: Drawn, opts: RenderOptions) -> Drawn:
+def with_colorbar(drawn: Drawn, opts: RenderOptions) -> Drawn:
+    """``drawn`` with a labelled colour bar on its right when ``opts.colorbar`` (and it has a colour range)."""
     if not opts.colorbar or (drawn.scale is None and not drawn.tile_scales):
         return drawn
     bar = add_colorbar(drawn.picture, drawn.scale, colormap_lut(opts.colormap, opts.signed))
@@ -175,8 +176,8 @@ def render_map_scaled(
         labels = [f"ch {c}" for c in reduced.channels] if opts.label else []
         grid = tile_grid(tiles, labels, rows, cols, opts.gap)
         if opts.value_range is not None:
-            return _with_bar(Drawn(grid, drawn[0][1]), opts)
-        return _with_bar(Drawn(grid, None, tuple(r for _, r in drawn)), opts)
+            return with_colorbar(Drawn(grid, drawn[0][1]), opts)
+        return with_colorbar(Drawn(grid, None, tuple(r for _, r in drawn)), opts)
     if reduced.kind == "image":
         rgb = reduced.maps
         if canvas is not None:
@@ -191,10 +192,10 @@ def render_map_scaled(
         return Drawn(_empty(like), None)
     out, scale = _draw_one(reduced.maps[0], feat_hw, geom, canvas, opts)
     if canvas is None:
-        return _with_bar(Drawn(magnify(out, opts.min_size), scale), opts)
+        return with_colorbar(Drawn(magnify(out, opts.min_size), scale), opts)
     if isinstance(predictions, Detections) and len(predictions.boxes):
         sizes = (canvas.shape[0] / geom.ori_hw[0], canvas.shape[1] / geom.ori_hw[1])
         out = draw_detections(out, predictions.best(opts.max_boxes), sizes)
     elif isinstance(predictions, SegmentationMap):
         out = draw_segmentation(out, predictions)
-    return _with_bar(Drawn(out, scale), opts)
+    return with_colorbar(Drawn(out, scale), opts)

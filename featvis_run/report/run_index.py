@@ -46,11 +46,29 @@ def _maps_section(outputs: Sequence[MapRecord]) -> str:
     parts = []
     for image, records in by_image.items():
         figures = "".join(
-            _figure(o.file, f"{o.layer} / {o.level}", f"{o.reducer}, colours {scale_text(o.scale, o.tile_scales)}")
+            _figure(o.file, _caption(o), f"{o.reducer}, colours {scale_text(o.scale, o.tile_scales)}")
             for o in records
+            if not o.file.endswith(".npy")  # output.pictures=maps: arrays, drawn by the report page
         )
         parts.append(f"<h2>{html.escape(image)}</h2><div>{figures}</div>")
     return "".join(parts)
+
+
+def _caption(o: MapRecord) -> str:
+    """A picture's caption: its level, and a checkpoint frame's checkpoint first."""
+    checkpoint = getattr(o, "checkpoint", "")
+    return f"{checkpoint}: {o.layer} / {o.level}" if checkpoint else f"{o.layer} / {o.level}"
+
+
+def _sequences_section(levels: Sequence[dict[str, Any]]) -> str:
+    """experiment=checkpoints: each level's GIF, strip and change plot."""
+    parts = []
+    for lv in levels:
+        where = f"{lv.get('image')} / {lv.get('layer')} / {lv.get('level')}"
+        names = (("gif", "animation over checkpoints"), ("strip", "side by side"), ("change_plot", "change"))
+        figures = "".join(_figure(lv[k], f"{where}: {what}") for k, what in names if lv.get(k))
+        parts.append(f"<div>{figures}</div>" if figures else "")
+    return "<h2>checkpoints: animation, strip, change</h2>" + "".join(parts) if any(parts) else ""
 
 
 def _diff_section(comparisons: Sequence[dict[str, Any]]) -> str:
@@ -60,7 +78,9 @@ def _diff_section(comparisons: Sequence[dict[str, Any]]) -> str:
             f"{k} {c[k]:.4f}" if isinstance(c.get(k), float) else f"{k} -" for k in ("mean_abs_diff", "cosine", "cka")
         )
         sub = f"A, B colours {scale_text(c.get('panel_scale'))}; diff {scale_text(c.get('scale'))}; {nums}"
-        rows.append(_figure(c["panel_file"], f"{c['image']} / {c['level']}: A | B | diff", sub))
+        sides = f"A {c.get('label_a', 'A')} | B {c.get('label_b', 'B')} | diff"
+        if c.get("panel_file"):
+            rows.append(_figure(c["panel_file"], f"{c['image']} / {c['level']}: {sides}", sub))
     return "<h2>A | B | diff panels</h2><div>" + "".join(rows) + "</div>"
 
 
@@ -86,6 +106,7 @@ def _page(result: RunResult) -> str:
         if sheets:
             figures = "".join(_figure(s["file"], f"{s['layer']} / {s['level']}: every image") for s in sheets)
             body.append(f"<h2>contact sheets</h2><div>{figures}</div>")
+        body.append(_sequences_section(result.extra.get("levels", [])))
         body.append(_maps_section(result.outputs))
     return (
         f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"

@@ -44,6 +44,8 @@ class ImageRecord:
     classes_predicted: int | None = None  # a segmentor's classes present in its class map
     explained: dict[str, Any] | None = None  # reducer=gradcam: the target and the detections it explained
     id: str | None = None  # the output folder name (None in records of runs before ids were recorded)
+    image_file: str | None = None  # output.pictures=maps|both: the stored input, <image>/image.jpg
+    image_file_hw: tuple[int, int] | None = None  # its [H, W] (at most the network input's)
 
 
 @dataclass(frozen=True)

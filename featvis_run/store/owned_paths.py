@@ -72,13 +72,16 @@ def entry_paths(entry: Mapping[str, Any]) -> list[Any]:
     names = list(files) if isinstance(files, list) else [files]
     names += _files_of(entry.get("outputs"), ("file",))
     names += _files_of(entry.get("comparisons"), ("diff_file", "panel_file"))
+    names += _files_of([entry.get("image")], ("image_file",))
     return names
 
 
 def manifest_paths(manifest: Mapping[str, Any]) -> list[Any]:
-    """Every file a manifest lists: pictures and arrays, contact sheets, comparisons, and checkpoint sequences."""
+    """Every file a manifest lists: pictures and arrays, contact sheets, stored input images, comparisons, and
+    checkpoint sequences."""
     names = list(_files_of(manifest.get("outputs"), ("file",)))
     names += _files_of(manifest.get("contact_sheets"), ("file",))
+    names += _files_of(manifest.get("images"), ("image_file",))
     names += _files_of(manifest.get("comparisons"), ("diff_file", "panel_file"))
     for level in manifest.get("levels", ()) if isinstance(manifest.get("levels"), list) else ():
         if isinstance(level, Mapping):

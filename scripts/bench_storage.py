@@ -1,0 +1,156 @@
+"""Benchmark sections of scripts/bench.py on what a run stores and how fast it draws (``output.pictures``).
+
+- ``pictures``: RetinaNet-R50 (random init) on 1280x960 inputs, warm activation cache, one drawing worker
+  (``FEATVIS_DRAW_WORKERS=1``): bytes written per image and drawing time per image (``timings.render``) with
+  ``output.pictures=composite`` against ``maps``; the forward pass per image from the cold run that fills the cache.
+- ``pace``: ``experiment=multi_image`` with the demo detector (48 generated 640x480 images, ``cache=off``, the
+  multi-image default) against a bare mmdet loop: marginal seconds per image, (loop of 48 - loop of 16) / 32, each
+  loop timed without the model build, the better of two runs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from bench_parts import bare_loop_script, make_images
+
+FEATVIS = str(Path(sys.executable).parent / "featvis-run")
+#: RetinaNet-R50 1x forward pass on a V100, FP32, 800x1333 (mmdet 3.3's configs/retinanet/metafile.yml)
+GPU_FORWARD_MS = 52.63
+_STATE = {".featvis", ".hydra", "manifest.json", "index.html", "cli.log"}
+
+
+def _featvis(args: list[str], cwd: Path, env: dict[str, str] | None = None) -> dict:
+    """Run featvis-run and return its manifest."""
+    out = next(a.split("=", 1)[1] for a in args if a.startswith("output.dir="))
+    proc = subprocess.run([FEATVIS, *args], cwd=cwd, capture_output=True, text=True, env={**os.environ, **(env or {})})
+    if proc.returncode != 0:
+        raise SystemExit(f"featvis-run failed ({proc.returncode}): {' '.join(args)}\n{proc.stderr[-3000:]}")
+    return json.loads((Path(out) / "manifest.json").read_text())
+
+
+def _written_bytes(out: Path) -> int:
+    """Bytes of every file the run wrote for its images (pictures, arrays, stored inputs, contact sheets), without
+    the manifest, the report page and the run's state."""
+    total = 0
+    for top in out.iterdir():
+        if top.name in _STATE:
+            continue
+        files = [top] if top.is_file() else [p for p in top.rglob("*") if p.is_file()]
+        total += sum(p.stat().st_size for p in files)
+    return total
+
+
+def bench_pictures(work: Path, count: int = 3) -> dict:
+    """composite against maps on RetinaNet-R50, 1280x960, warm cache, one drawing worker."""
+    images = make_images(work / "pictures-images", count, (960, 1280))
+    base = ["experiment=multi_image", f"images={images}", "model=retinanet_r50", f"cache.dir={work / 'pcache'}"]
+    one = {"FEATVIS_DRAW_WORKERS": "1"}
+    cold = _featvis([*base, "output.pictures=maps", f"output.dir={work / 'pictures-cold'}"], work, one)
+    result: dict = {
+        "images": count,
+        "input_hw": [960, 1280],
+        "network_input_hw": cold["images"][0]["input_hw"],
+        "forward_s_per_image": cold["timings"]["forward"] / count,
+        "levels": len(cold["outputs"]) // count,
+    }
+    for mode in ("composite", "maps"):
+        best = None
+        for attempt in range(2):
+            out = work / f"pictures-{mode}-{attempt}"
+            manifest = _featvis([*base, f"output.pictures={mode}", f"output.dir={out}"], work, one)
+            assert manifest["forward_passes"] == 0, "the cache was not warm"
+            render = manifest["timings"].get("render", 0.0) / count
+            best = render if best is None else min(best, render)
+        result[f"{mode}_bytes_per_image"] = _written_bytes(out) / count
+        result[f"{mode}_render_s_per_image"] = best
+    result["bytes_ratio"] = result["composite_bytes_per_image"] / result["maps_bytes_per_image"]
+    result["render_ratio"] = result["composite_render_s_per_image"] / max(result["maps_render_s_per_image"], 1e-9)
+    return result
+
+
+def _loop_s(manifest: dict) -> float:
+    t = manifest["timings"]
+    return t["image_loop"] - t.get("model_load", 0.0)  # the model is built lazily inside the loop
+
+
+def bench_pace(work: Path, count: int = 48, small: int = 16) -> dict:
+    """Marginal seconds per image of experiment=multi_image (default pictures, and composite) and a bare loop."""
+    images = make_images(work / "pace-images", count, (480, 640))
+    script = work / "bare_pace.py"
+    script.write_text(bare_loop_script(model="demo"))
+    bare_rates = []
+    for _ in range(2):
+        proc = subprocess.run([sys.executable, str(script), str(images)], capture_output=True, text=True, cwd=work)
+        if proc.returncode != 0:
+            raise SystemExit(f"bare loop failed:\n{proc.stderr[-3000:]}")
+        bare_rates.append(float(proc.stdout.split()[-1]))
+    result: dict = {"images": count, "bare_s_per_image": 1.0 / max(bare_rates)}
+    for label, extra in (("default", []), ("composite", ["output.pictures=composite"])):
+        marginals, renders = [], []
+        for attempt in range(2):
+            runs = {}
+            for n in (small, count):
+                out = work / f"pace-{label}-{n}-{attempt}"
+                args = ["experiment=multi_image", f"images={images}", f"images.limit={n}", "cache=off", *extra]
+                runs[n] = _featvis([*args, f"output.dir={out}"], work)
+                assert len(runs[n]["images"]) == n and not runs[n]["failures"], runs[n]["failures"]
+            marginals.append((_loop_s(runs[count]) - _loop_s(runs[small])) / (count - small))
+            renders.append(runs[count]["timings"].get("render", 0.0) / count)
+        result[f"{label}_s_per_image"] = min(marginals)
+        result[f"{label}_render_s_per_image"] = min(renders)
+        result[f"{label}_ratio"] = result["bare_s_per_image"] / min(marginals)
+    result["default_pictures"] = runs[count]["config"]["output"].get("pictures") or "maps (multi_image default)"
+    return result
+
+
+def markdown(pictures: dict | None, pace: dict | None) -> list[str]:
+    """The two sections of benchmarks/RESULTS.md."""
+    lines: list[str] = []
+    if pictures:
+        p = pictures
+        fwd = p["forward_s_per_image"]
+        lines += [
+            f"## Storage and drawing: `output.pictures` on RetinaNet-R50 (random init), {p['input_hw'][1]}x"
+            f"{p['input_hw'][0]} inputs ({p['network_input_hw'][1]}x{p['network_input_hw'][0]} network input), "
+            f"{p['levels']} levels, warm cache, one drawing worker",
+            "",
+            "| measure | composite | maps | ratio | goal |",
+            "|---|---|---|---|---|",
+            f"| bytes written per image | {p['composite_bytes_per_image'] / 1e6:.2f} MB | "
+            f"{p['maps_bytes_per_image'] / 1e6:.3f} MB | **{p['bytes_ratio']:.1f}x** | >= 10x |",
+            f"| drawing time per image (`timings.render`) | {p['composite_render_s_per_image'] * 1e3:.0f} ms | "
+            f"{p['maps_render_s_per_image'] * 1e3:.1f} ms | **{p['render_ratio']:.1f}x** | >= 5x |",
+            "",
+            f"GPU pace: a forward pass took {fwd:.2f} s per image here (CPU, the cold run). mmdet's metafile gives "
+            f"{GPU_FORWARD_MS:.1f} ms per image for RetinaNet-R50 on a V100 (FP32, 800x1333; 31.7 ms in FP16). "
+            f"Composite drawing, {p['composite_render_s_per_image'] * 1e3:.0f} ms per image on one core, is "
+            f"{p['composite_render_s_per_image'] * 1e3 / GPU_FORWARD_MS:.1f}x that forward pass (the GPU would wait "
+            f"for the drawing); maps, {p['maps_render_s_per_image'] * 1e3:.1f} ms, is "
+            f"{p['maps_render_s_per_image'] * 1e3 / GPU_FORWARD_MS:.2f}x of it: one core keeps pace. 5000 images: "
+            f"{p['composite_bytes_per_image'] * 5000 / 1e9:.1f} GB composite, "
+            f"{p['maps_bytes_per_image'] * 5000 / 1e9:.2f} GB maps.",
+            "",
+        ]
+    if pace:
+        q = pace
+        lines += [
+            f"## Drawing pace: `experiment=multi_image`, demo detector, {q['images']} images of 640x480, `cache=off`",
+            "",
+            "Marginal seconds per image ((loop of 48 - loop of 16) / 32, model build excluded, better of two runs) "
+            "against a bare mmdet loop (`inference_detector` per image, after a warm-up image).",
+            "",
+            "| run | s per image | drawing (`timings.render`) per image | ratio to the bare loop | goal |",
+            "|---|---|---|---|---|",
+            f"| bare mmdet loop | {q['bare_s_per_image']:.4f} | - | 1.00x | |",
+            f"| multi_image default ({q['default_pictures']}) | {q['default_s_per_image']:.4f} | "
+            f"{q['default_render_s_per_image'] * 1e3:.1f} ms | **{q['default_ratio']:.2f}x** | >= 0.8x |",
+            f"| output.pictures=composite | {q['composite_s_per_image']:.4f} | "
+            f"{q['composite_render_s_per_image'] * 1e3:.1f} ms | {q['composite_ratio']:.2f}x | |",
+            "",
+        ]
+    return lines
