@@ -1,4 +1,4 @@
-"""featvis-run: config-driven feature-map visualization for OpenMMLab (mmdet 3.x) detectors.
+"""featvis-run: config-driven feature-map visualization for OpenMMLab models (mmdet detectors, mmseg segmentors).
 
 Importing the package is cheap: torch and mmdet are imported only by the modules that need them.
 """

@@ -17,6 +17,8 @@ PATH_KEYS = frozenset(
     {
         "image",
         "images.paths",
+        "images.annotations",
+        "images.dataset",
         "output.dir",
         "cache.dir",
         "checkpoints",

@@ -58,7 +58,7 @@ class FeatvisHook(Hook):
         to_backends: send the pictures to the runner's visualizer backends.
         summary: at the end of training, draw every call's maps as one sequence per level (GIF, strip, plot).
         frame_ms: how long each GIF frame shows.
-        repo: the model's library (``mmdet`` or ``mmseg``).
+        repo: the model's library (``mmdet``, ``mmseg`` or ``mmpose``).
     """
 
     priority = "LOW"

@@ -1,15 +1,18 @@
 """What a model predicted on an image, in original-image pixels: plain arrays, shared by models, cache and drawing.
 
-A detector predicts :class:`Detections` (boxes), a segmentor a :class:`SegmentationMap` (a class per pixel).
+A detector predicts :class:`Detections` (boxes), a segmentor a :class:`SegmentationMap` (a class per pixel), a pose
+model :class:`Keypoints` (one person's keypoints in one box), a classifier :class:`Classification` (its best classes
+and their scores).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
-__all__ = ["Detections", "Predictions", "SegmentationMap"]
+__all__ = ["Classification", "Detections", "Keypoints", "Predictions", "SegmentationMap"]
 
 
 @dataclass(frozen=True)
@@ -38,7 +41,7 @@ class Detections:
         keep = np.sort(np.argsort(-np.asarray(self.scores), kind="stable")[: max(n, 0)])
         return Detections(self.boxes[keep], self.scores[keep], self.labels[keep], self.class_names)
 
-    def summary(self, thr: float) -> dict[str, int]:
+    def summary(self, thr: float) -> dict[str, Any]:
         """The manifest's count: the boxes at or above ``thr`` (those drawn)."""
         return {"detections": int((self.scores >= thr).sum())}
 
@@ -63,9 +66,75 @@ class SegmentationMap:
         total = max(1, int(self.labels.size))
         return [(int(i), float(counts[i]) / total) for i in order if counts[i] > 0]
 
-    def summary(self, thr: float) -> dict[str, int]:
+    def summary(self, thr: float) -> dict[str, Any]:
         """The manifest's count: the classes predicted on the image."""
         return {"classes_predicted": len(self.present())}
 
 
-Predictions = Detections | SegmentationMap
+@dataclass(frozen=True)
+class Keypoints:
+    """A top-down pose model's keypoints of one box in original-image pixels: ``points`` (K, 2) x, y and ``scores``
+    (K,), with the keypoint names and the skeleton (pairs of keypoint indices) from the model's dataset metainfo."""
+
+    points: np.ndarray
+    scores: np.ndarray
+    class_names: tuple[str, ...] = ()  # the keypoint names
+    skeleton: tuple[tuple[int, int], ...] = ()
+
+    def shown_mask(self, thr: float) -> np.ndarray:
+        """(K,) bool: the keypoints drawn, finite and scoring at least ``thr``."""
+        finite = np.isfinite(self.points).all(axis=1) & np.isfinite(self.scores)
+        return finite & (np.where(finite, self.scores, -np.inf) >= thr)
+
+    def above(self, thr: float) -> Keypoints:
+        """The keypoints to draw: those scoring below ``thr`` (or not finite) become NaN, so that the indices of
+        the skeleton still hold."""
+        points = np.where(self.shown_mask(thr)[:, None], self.points, np.nan).astype(np.float32)
+        return Keypoints(points, self.scores, self.class_names, self.skeleton)
+
+    def summary(self, thr: float) -> dict[str, int]:
+        """The manifest's count: the keypoints scoring at least ``thr`` (those drawn)."""
+        return {"keypoints_drawn": int(self.shown_mask(thr).sum())}
+
+    def record(self) -> dict[str, list]:
+        """The manifest's ``predictions`` entry: every keypoint as [x, y, score] (null where not finite), the
+        names and the skeleton."""
+
+        def num(v: float) -> float | None:
+            return float(v) if np.isfinite(v) else None
+
+        rows = [[num(x), num(y), num(s)] for (x, y), s in zip(self.points.tolist(), self.scores.tolist(), strict=True)]
+        return {"keypoints": rows, "names": list(self.class_names), "skeleton": [list(e) for e in self.skeleton]}
+
+
+@dataclass(frozen=True)
+class Classification:
+    """A classifier's best classes: class indices (K,) and their scores (K,) (softmax probabilities), best first;
+    ``explained``: the class indices a Grad-CAM explained (empty otherwise)."""
+
+    indices: np.ndarray
+    scores: np.ndarray
+    class_names: tuple[str, ...] = ()
+    explained: tuple[int, ...] = ()
+
+    def above(self, thr: float) -> Classification:
+        """A classifier's top classes are shown whatever their score: a threshold does not apply."""
+        return self
+
+    def label(self, index: int) -> str:
+        """The name of class ``index`` (its number when the model has no names for it)."""
+        return self.class_names[index] if 0 <= index < len(self.class_names) else str(index)
+
+    def top(self) -> list[dict[str, Any]]:
+        """The manifest's ``predictions.top``: ``{label, index, score}`` of each class, best first."""
+        return [
+            {"label": self.label(int(i)), "index": int(i), "score": float(s)}
+            for i, s in zip(self.indices, self.scores, strict=True)
+        ]
+
+    def summary(self, thr: float) -> dict[str, Any]:
+        """The manifest's counts: none (the top classes are the manifest's ``predictions.top``)."""
+        return {}
+
+
+Predictions = Detections | SegmentationMap | Keypoints | Classification

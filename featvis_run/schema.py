@@ -18,6 +18,7 @@ from featvis_run.errors import ConfigError
 from featvis_run.maps.modes import ArrayExport, DiffMode, PicturesMode, ReducerName, ScaleMode
 
 __all__ = [
+    "AnalysisConfig",
     "ArrayExport",
     "CacheConfig",
     "Config",
@@ -52,6 +53,7 @@ class RecorderType(str, Enum):
     function_inputs = "function_inputs"
     parameter = "parameter"  # a parameter of the model by name (drawn when 4-D, as MMRazor: its first filter)
     encoder_memory = "encoder_memory"  # a DETR-family encoder's memory, split back into one map per level
+    stage_outputs = "stage_outputs"  # a backbone's stages: the last map of each size its parts output (classifiers)
 
 
 class ImageFormat(str, Enum):
@@ -71,17 +73,37 @@ class ModelConfig:
     """A model of an OpenMMLab library (``repo``): its config (packaged with the library, or a path) and an
     optional local checkpoint."""
 
+    #: The name the model is reported by (summary, manifest, panels); the model options set it to the config's
+    #: file stem, e.g. retinanet_r50_fpn_2x_coco.
     name: str = MISSING
-    mmdet_config: str | None = None  # an mmdet config (kept for mmdet users; the same as ``config``)
-    config: str | None = None  # the library's config: packaged with it (path under its configs folder, or name)
+    #: An mmdet config, the same thing as model.config (kept for mmdet users): a path under the installed
+    #: library's configs folder (atss/atss_r50_fpn_1x_coco.py), a file name packaged with it, or a path of yours.
+    mmdet_config: str | None = None
+    #: The model's config: a path under the installed library's configs folder, a file name packaged with it, or
+    #: a path of yours (config files are Python code: use only configs you trust).
+    config: str | None = None
+    #: The OpenMMLab library of the model (as MMRazor's --repo): mmdet or mmseg; the model options set it.
     repo: str = "mmdet"
+    #: A local checkpoint file; null: seeded random init (said loudly). Loaded weights-only after a scan.
     checkpoint: str | None = None
+    #: Load a checkpoint the weights-only scan refuses with plain torch.load (runs code in the file: only for
+    #: files you trust).
     trust_checkpoint: bool = False
+    #: Accept a checkpoint that sets fewer than 90% of the model's tensors or leaves more than 10% of its own
+    #: unused (a loud PARTIAL CHECKPOINT note).
     partial_checkpoint: bool = False
+    #: Where the model runs: cpu, cuda or cuda:<n>.
     device: str = "cpu"
+    #: Seed of the random init used when there is no checkpoint.
     seed: int = 0
+    #: [long, short] side of the test pipeline's Resize (a smaller scale runs faster on a CPU); null: the
+    #: config's own.
     test_scale: list[int] | None = None
+    #: mmengine --cfg-options strings merged into the model config, e.g. ["model.test_cfg.score_thr=0.5"].
     cfg_options: list[str] = field(default_factory=list)
+    #: Pose models (repo=mmpose): person boxes [[x1, y1, x2, y2], ...] in original pixels; each image is drawn once per
+    #: box, as <image>_box<i>. null: the whole image is the box.
+    bboxes: list[Any] | None = None
 
 
 def config_reference(mc: ModelConfig, key: str = "model") -> tuple[str, str]:
@@ -113,8 +135,14 @@ class RecorderSpec:
     map at stride 2^3; null names them by position (``0``, ``1``, ...; ``out`` for a single tensor).
     """
 
+    #: What is recorded: module_outputs, module_inputs, method_outputs, method_inputs, function_outputs,
+    #: function_inputs, parameter (a 4-D weight: its first filter) or encoder_memory (a DETR-family encoder's
+    #: memory, split into one map per level).
     type: RecorderType = RecorderType.module_outputs
+    #: A module's dotted name (neck, backbone.layer3), a method or function by import path
+    #: (mmdet.models.dense_heads.RetinaHead.forward_single), or a parameter's name.
     source: str = MISSING
+    #: Names the maps of a recorder without mappings by stride (p: p3 is the map at stride 8); null: by position.
     level_prefix: str | None = None
 
 
@@ -125,10 +153,16 @@ class MappingSpec:
     ``grid`` [H, W] when given, else the grid the output carries or the one its stride implies, after dropping
     ``extra_tokens`` leading (class/distillation) tokens."""
 
+    #: The name of the recorder (a key of recorder.recorders) whose record this mapping takes.
     recorder: str = MISSING
+    #: Which element of the recorded value: an index, or a path into nested outputs ('1.0', memory, [1, 0]);
+    #: null: the value itself.
     data_idx: Any = None
+    #: Which call of the recorder (negative counts from the end).
     record_idx: int = 0
+    #: [H, W] grid of a (B, L, C) token output; null: the grid the output carries or its stride implies.
     grid: list[int] | None = None
+    #: Leading class/distillation tokens dropped before laying tokens on their grid.
     extra_tokens: int = 0
 
 
@@ -138,10 +172,16 @@ class RecorderConfig:
     the command line (``+recorder.recorders.head={type:method_outputs,source:...}``); :meth:`parsed` validates
     them into :class:`RecorderSpec` / :class:`MappingSpec`."""
 
+    #: The recorder option's name (fpn, backbone, encoder, decode_head, mmrazor, custom).
     name: str = MISSING
+    #: Named recorders: name -> {type, source, level_prefix} (see recorder.recorders.<name>.* below).
     recorders: dict[str, Any] = field(default_factory=dict)
+    #: Named maps (levels): name -> {recorder, data_idx, record_idx, grid, extra_tokens}; empty: every map of
+    #: each recorder's first call, named by stride.
     mappings: dict[str, Any] = field(default_factory=dict)
-    file: str | None = None  # an MMRazor vis_config file (recorder=mmrazor): its recorders and mappings are used
+    #: An MMRazor vis_config file (recorder=mmrazor): its recorders and mappings are used (Python code: use only
+    #: files you trust).
+    file: str | None = None
 
     def parsed(self) -> tuple[dict[str, RecorderSpec], dict[str, MappingSpec]]:
         """The recorders and mappings as typed specs; a ConfigError names any bad entry."""
@@ -186,6 +226,10 @@ def _spec(cls: type, where: str, value: Any) -> Any:
 
 @dataclass
 class ReducerConfig:
+    """How the C channels of a map become a picture (the ``reducer`` group)."""
+
+    #: pixel_wise_max (max over channels), squeeze_mean (mean), select_max (the channel with the largest spatial
+    #: sum), none (the topk channels in a grid), gradcam (Grad-CAM of target), eigencam (first principal component).
     name: ReducerName = ReducerName.squeeze_mean
 
 
@@ -193,34 +237,62 @@ class ReducerConfig:
 class LayoutConfig:
     """Top-k grid layout: ``arrangement`` is [rows, cols]; null picks a near-square grid."""
 
+    #: The layout option's name (auto, grid_2x4, grid_4x5).
     name: str = MISSING
+    #: [rows, cols] of a top-k grid; null: a near-square grid chosen from topk.
     arrangement: list[int] | None = None
+    #: Bare (not overlaid) tiles are enlarged until their short side is at least this many pixels.
     min_tile: int = 64
+    #: Long side (px) of an overlaid tile: the picture is shrunk to it in grids; null keeps the image size.
     max_tile: int | None = 320
+    #: Pixels between tiles.
     gap: int = 2
+    #: Label each tile with its channel index.
     label: bool = True
 
 
 @dataclass
 class OutputConfig:
+    """How and where pictures are written (the ``output`` group: overlay or heatmap)."""
+
+    #: The output option's name (overlay, heatmap).
     name: str = MISSING
+    #: The run folder (pictures, manifest.json, index.html); null: a new dated folder outputs/<date>/<time>.
     dir: str | None = None
+    #: Replace a run with other settings in output.dir (only the files it recorded are removed).
     overwrite: bool = False
+    #: Blend each map on the input image (false: the map alone).
     overlaid: bool = True
+    #: Weight of the heatmap in the blend: (1 - alpha) * image + alpha * heatmap, in [0, 1].
     alpha: float = 0.5
+    #: [height, width] of every picture; null keeps the input image's size.
     resize_shape: list[int] | None = None
+    #: An OpenCV colormap name (jet, turbo, viridis, inferno, ...).
     colormap: str = "jet"
+    #: Draw the model's predictions on single overlays: a detector's boxes, a segmentor's class map with a legend.
     draw_predictions: bool = True
+    #: Draw a detector's boxes (false turns them off even with draw_predictions).
     draw_boxes: bool = True
+    #: Boxes (and Grad-CAM targets class:/all) scoring below this are left out.
     pred_score_thr: float = 0.3
+    #: Picture file format: png or jpg.
     format: ImageFormat = ImageFormat.png
+    #: A map drawn without an image is enlarged (integer factor) until its short side is at least this.
     min_size: int = 128
-    scale: ScaleMode = ScaleMode.per_map  # which maps share one colour range
-    scale_range: list[float] | None = None  # [lo, hi] of scale=fixed
-    clip_percentile: float | None = None  # p in (50, 100]: ranges from the (100-p)th to the p-th percentile
-    colorbar: bool = False  # a labelled colour bar beside each picture
-    save_arrays: ArrayExport = ArrayExport.none  # .npy files next to each picture: maps, features, both
-    max_boxes: int | None = 20  # detector boxes drawn per picture, the best by score; null: all
+    #: Which maps share one colour range: per_map, per_image, per_level (over the run), per_run, fixed.
+    scale: ScaleMode = ScaleMode.per_map
+    #: [lo, hi] of output.scale=fixed.
+    scale_range: list[float] | None = None
+    #: p in (50, 100]: ranges from the (100-p)-th to the p-th percentile of the values; null: min..max.
+    clip_percentile: float | None = None
+    #: A labelled colour bar beside each picture.
+    colorbar: bool = False
+    #: .npy files next to each picture: none, maps (the drawn map), features (the recorded map) or both.
+    save_arrays: ArrayExport = ArrayExport.none
+    #: Detector boxes drawn per picture, the best by score; null: all.
+    max_boxes: int | None = 20
+    #: Ground-truth boxes (images.annotations) drawn in magenta on single maps; null: on when annotations are given.
+    draw_gt: bool | None = None
     #: What is stored of each map: composite (image-sized pictures), maps (the reduced map at feature resolution as
     #: <level>.npy, float32, and the input image once as <image>/image.jpg; the report page draws them) or both;
     #: null: the experiment's default (single, diff, checkpoints: both; multi_image: maps).
@@ -233,19 +305,27 @@ class OutputConfig:
 class ExperimentConfig:
     """``single``, ``multi_image``, ``diff`` or ``checkpoints``, with their options."""
 
+    #: What runs: single, multi_image, diff or checkpoints.
     name: str = "single"
+    #: multi_image: one sheet per layer and level with every image's map side by side (contact/<layer>/<level>.png).
     contact_sheet: bool = True
+    #: Height in pixels of each image's tile on a contact sheet.
     contact_tile: int = 240
+    #: diff: abs (|A - B|, as MMRazor), signed (A - B, centred on 0) or relative (|A - B| / (|A| + |B|)).
     diff_mode: DiffMode = DiffMode.abs
-    frame_ms: int = 700  # checkpoints: how long each frame of a level's GIF shows
+    #: checkpoints: how long each frame of a level's GIF shows, in milliseconds.
+    frame_ms: int = 700
 
 
 @dataclass
 class CacheConfig:
     """The activation cache: recorded maps on disk, reused by runs that change only how maps are drawn."""
 
+    #: Read and write the cache (cache=off: always run the model).
     enabled: bool = True
+    #: Cache folder (put it on a filesystem every node sees for SLURM sweeps).
     dir: str = "outputs/cache"
+    #: Size bound in GB: past it the least recently used entries are evicted; null: no bound.
     max_gb: float | None = 4.0
 
 
@@ -256,33 +336,83 @@ class ImagesConfig:
     ``limit`` keeps the first N (sorted), then ``shard: i/n`` keeps every n-th from the i-th (0-based).
     ``max_pixels`` (also for ``image=``) refuses larger inputs from their header, before they are decoded."""
 
+    #: A file, a folder (searched recursively), a glob, or a list of those (images=X is short for images.paths=X).
     paths: Any = None
+    #: Keep the first N images (sorted); null: all.
     limit: int | None = None
+    #: i/n: keep every n-th image from the i-th (0-based), to split a folder across jobs.
     shard: str | None = None
-    batch_size: int = 1  # measured (make bench): RetinaNet-R50 on CPU is ~15% faster at 1 than at 2
-    # null: no limit. A run holds about 40 bytes per input pixel: 50 MP is about 2 GB on top of the model
+    #: Images per forward pass (measured with make bench: on a 2-core CPU 1 is as fast as 2).
+    batch_size: int = 1
+    #: Refuse larger images from their header, before decoding (a run holds about 40 bytes per input pixel: 50 MP
+    #: is about 2 GB on top of the model); null: no limit.
     max_pixels: int | None = 50_000_000
+    #: a COCO json of the images' boxes: images matched by file_name (path under the images folder, or basename)
+    annotations: str | None = None
+    #: an mmdet dataset config (Python: code, as model configs): its test split's ann_file and image folder
+    dataset: str | None = None
+    #: keep only the images whose annotations hold any of these classes, e.g. [circle, square]
+    classes: list[str] | None = None
+
+
+@dataclass
+class AnalysisConfig:
+    """Numbers over a run: channel statistics, a channel atlas, explanation metrics (Grad-CAM, EigenCAM)."""
+
+    #: per-channel statistics of every recorded level over the run, written to channels.csv
+    channels: bool = False
+    #: channel atlas: the N images where each channel fires most (0: off)
+    top_images: int = 0
+    #: explanation metrics: pixels removed / revealed in this many steps (deletion and insertion curves)
+    steps: int = 20
+    #: explanation metrics: also score a seeded random map (random), or not (null)
+    baseline: str | None = None
+    #: explanation metrics of reducer=gradcam|eigencam runs (pointing game, energy in boxes, deletion and
+    #: insertion AUC); costs 2 x steps forward passes per image (twice that with baseline=random)
+    metrics: bool = False
 
 
 @dataclass
 class Config:
+    """The whole config: one node per group, and the top-level keys."""
+
+    #: The model (group model: demo_shapes, retinanet_r50, mmdet, mmseg, ...).
     model: ModelConfig = MISSING
+    #: What is recorded (group recorder: fpn, backbone, encoder, decode_head, mmrazor, custom).
     recorder: RecorderConfig = MISSING
+    #: How channels become a picture (group reducer).
     reducer: ReducerConfig = MISSING
+    #: Top-k grid layout (group layout).
     layout: LayoutConfig = MISSING
+    #: How and where pictures are written (group output: overlay, heatmap).
     output: OutputConfig = MISSING
+    #: What runs (group experiment: single, multi_image, diff, checkpoints).
     experiment: ExperimentConfig = MISSING
+    #: The activation cache (group cache: on, off).
     cache: CacheConfig = MISSING
+    #: The input image of experiment=single; null: the demo scene shipped with the package.
     image: str | None = None
+    #: The inputs of experiment=multi_image (and a list for diff and checkpoints).
     images: ImagesConfig = field(default_factory=ImagesConfig)
-    checkpoints: Any = None  # experiment=checkpoints: a checkpoint file, glob, folder (its *.pth), or a list
+    #: Numbers over the run: channel statistics, the channel atlas, explanation metrics (group analysis).
+    analysis: AnalysisConfig = field(default_factory=AnalysisConfig)
+    #: experiment=checkpoints: a checkpoint file, glob, folder (its *.pth files) or a list, run in natural order.
+    checkpoints: Any = None
+    #: experiment=diff: model A, with the same keys as model (model@model_a=retinanet_r101).
     model_a: ModelConfig | None = None
+    #: experiment=diff: model B, with the same keys as model (model@model_b=retinanet_r50).
     model_b: ModelConfig | None = None
+    #: experiment=diff: model B's own recorder (+recorder@recorder_b=backbone); null: recorder.
     recorder_b: RecorderConfig | None = None
+    #: Channels drawn by reducer=none, ranked by spatial sum; -1 draws a 1- or 3-channel map as it is.
     topk: int = 20
+    #: What reducer=gradcam explains: top, det:<i> (i-th by score), class:<name>, all.
     target: str = "top"
+    #: Standardize each channel (mean 0, std 1) before reducing.
     use_norm: bool = False
+    #: draw: render feature maps; layers: list the model's modules with their output shapes.
     mode: Mode = Mode.draw
+    #: Show full tracebacks for user errors.
     debug: bool = False
 
 

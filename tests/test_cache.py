@@ -325,3 +325,35 @@ def test_the_summary_names_recomputed_entries(tmp_path):
     with console.capture() as cap:
         print_summary(result, console)
     assert f"note: {reason}" in cap.get().splitlines()
+
+
+@pytest.mark.parametrize(
+    "geometry",
+    [
+        Geometry((480, 640), (256, 341), (224, 224), (-16, -58)),  # a classifier's centre crop: negative offsets
+        Geometry((400, 600), (256, 192), (256, 192), affine=((0.4, -0.3, 10.5), (0.3, 0.4, -7.25))),  # a pose warp
+    ],
+)
+def test_crop_offsets_and_affines_survive_the_cache(tmp_path, geometry):
+    cache = ActivationCache(tmp_path)
+    key = cache.key("m", "i", {})
+    cache.put(key, ImageFeatures(geometry, None, item().features))
+    assert cache.get(key).geometry == geometry
+
+
+def test_an_entry_of_format_6_with_pair_geometry_is_not_trusted(tmp_path):
+    # format 6 stored the geometry as four (h, w) pairs and could not hold an affine: such entries are recomputed
+    cache = ActivationCache(tmp_path)
+    key = cache.key("m", "i", {})
+    path = cache._path(key)
+    path.parent.mkdir(parents=True)
+    with np.load(io.BytesIO(encode_features(item())), allow_pickle=False) as data:
+        arrays = {k: data[k] for k in data.files}
+    meta = json.loads(str(arrays["meta"]))
+    meta["format"], meta["key"] = 6, key
+    meta["geometry"] = [[100, 80], [50, 40], [64, 64], [0, 0]]
+    arrays["meta"] = np.array(json.dumps(meta))
+    with path.open("wb") as fh:
+        np.savez_compressed(fh, **arrays)
+    assert cache.get(key, "x.png") is None
+    assert cache.stats.recomputed == ["cache entry for x.png was in an older cache format; recomputed"]

@@ -67,35 +67,66 @@ def test_valid_slurm_sweep_passes_where_slurm_is_installed(fake_slurm):
 
 # expected lines written by hand from the schema and conf/
 BAD = [
-    (["model.device=mps"], "model.device='mps' is not one of cpu, cuda, cuda:<n>; use model.device=cpu (or "
-     "model.device=cuda:0 with a CUDA GPU)"),
-    (["model_a.device=xpu:0"], "model_a.device='xpu:0' is not one of cpu, cuda, cuda:<n>; use model_a.device=cpu "
-     "(or model_a.device=cuda:0 with a CUDA GPU)"),
-    (["-m", "model.device=cpu,meta"], "model.device='meta' is not one of cpu, cuda, cuda:<n>; use model.device=cpu "
-     "(or model.device=cuda:0 with a CUDA GPU)"),
+    (
+        ["model.device=mps"],
+        "model.device='mps' is not one of cpu, cuda, cuda:<n>; use model.device=cpu (or "
+        "model.device=cuda:0 with a CUDA GPU)",
+    ),
+    (
+        ["model_a.device=xpu:0"],
+        "model_a.device='xpu:0' is not one of cpu, cuda, cuda:<n>; use model_a.device=cpu "
+        "(or model_a.device=cuda:0 with a CUDA GPU)",
+    ),
+    (
+        ["-m", "model.device=cpu,meta"],
+        "model.device='meta' is not one of cpu, cuda, cuda:<n>; use model.device=cpu "
+        "(or model.device=cuda:0 with a CUDA GPU)",
+    ),
     (["output.format=gif"], "output.format='gif' is not one of png, jpg; use output.format=png"),
     (["output.format=jpeg"], "output.format='jpeg' is not one of png, jpg; use output.format=jpg"),
-    (["output.scale=perlevel"], "output.scale='perlevel' is not one of per_map, per_image, per_level, per_run, "
-     "fixed; use output.scale=per_level"),
-    (["reducer=selectmax"], "reducer='selectmax' is not a reducer option; did you mean reducer=select_max? "
-     "(options: eigencam, gradcam, none, pixel_wise_max, select_max, squeeze_mean)"),
-    (["-m", "reducer=none,selectmax"], "reducer='selectmax' is not a reducer option; did you mean "
-     "reducer=select_max? (options: eigencam, gradcam, none, pixel_wise_max, select_max, squeeze_mean)"),
-    (["model@model_a=retinanet_r5"], "model@model_a='retinanet_r5' is not a model option; did you mean "
-     "model@model_a=retinanet_r50? (options: deformable_detr_r50, demo_shapes, detr_r50, dino_r50, faster_rcnn_r50, "
-     "fcos_r50, mask_rcnn_r50, mmdet, mmseg, pspnet_r50, retinanet_r101, retinanet_r50, retinanet_swin_t, rtmdet_s, "
-     "segformer_b0, yolov3_d53, yolox_s)"),
+    (
+        ["output.scale=perlevel"],
+        "output.scale='perlevel' is not one of per_map, per_image, per_level, per_run, "
+        "fixed; use output.scale=per_level",
+    ),
+    (
+        ["reducer=selectmax"],
+        "reducer='selectmax' is not a reducer option; did you mean reducer=select_max? "
+        "(options: eigencam, gradcam, none, pixel_wise_max, select_max, squeeze_mean)",
+    ),
+    (
+        ["-m", "reducer=none,selectmax"],
+        "reducer='selectmax' is not a reducer option; did you mean "
+        "reducer=select_max? (options: eigencam, gradcam, none, pixel_wise_max, select_max, squeeze_mean)",
+    ),
+    (
+        ["model@model_a=retinanet_r5"],
+        "model@model_a='retinanet_r5' is not a model option; did you mean "
+        "model@model_a=retinanet_r50? (options: convnext_t_in1k, deformable_detr_r50, demo_shapes, detr_r50, dino_r50, "
+        "faster_rcnn_r50, fcos_r50, hrnet_w32_coco, mask_rcnn_r50, mmdet, mmpose, mmpretrain, mmseg, "
+        "mobilenet_v2_in1k, pspnet_r50, resnet50_in1k, retinanet_r101, retinanet_r50, retinanet_swin_t, rtmdet_s, "
+        "segformer_b0, simplebaseline_r50_coco, swin_t_in1k, vit_b16_in1k, yolov3_d53, yolox_s)",
+    ),
     (["reducr=none"], "reducr=none: there is no option reducr; did you mean reducer=none?"),
     (["output.alhpa=0.3"], "output.alhpa=0.3: there is no option output.alhpa; did you mean output.alpha=0.3?"),
     (["ouptut.alpha=0.3"], "ouptut.alpha=0.3: there is no option ouptut.alpha; did you mean output.alpha=0.3?"),
     (["cache.zzz=1"], "cache.zzz=1: there is no option cache.zzz (options of cache: enabled, dir, max_gb)"),
-    (["topk=4,8"], "topk=4,8 gives several values, which is a sweep: add -m to run one job per value "
-     "(featvis-run -m ... topk=4,8), or give one value"),
-    (["reducer=none,gradcam"], "reducer=none,gradcam gives several values, which is a sweep: add -m to run one job "
-     "per value (featvis-run -m ... reducer=none,gradcam), or give one value"),
-    (["output.resize_shape=3,4"], "output.resize_shape=3,4 gives several values, which is a sweep: add -m to run one "
-     "job per value (featvis-run -m ... output.resize_shape=3,4), or give one value, or write a list as "
-     "output.resize_shape=[3,4]"),
+    (
+        ["topk=4,8"],
+        "topk=4,8 gives several values, which is a sweep: add -m to run one job per value "
+        "(featvis-run -m ... topk=4,8), or give one value",
+    ),
+    (
+        ["reducer=none,gradcam"],
+        "reducer=none,gradcam gives several values, which is a sweep: add -m to run one job "
+        "per value (featvis-run -m ... reducer=none,gradcam), or give one value",
+    ),
+    (
+        ["output.resize_shape=3,4"],
+        "output.resize_shape=3,4 gives several values, which is a sweep: add -m to run one "
+        "job per value (featvis-run -m ... output.resize_shape=3,4), or give one value, or write a list as "
+        "output.resize_shape=[3,4]",
+    ),
     (["topk=x"], "topk='x' is not a whole number; e.g. topk=20"),
     (["-m", "topk=4,x"], "topk='x' is not a whole number; e.g. topk=20"),
     (["output.alpha=abc"], "output.alpha='abc' is not a number; e.g. output.alpha=0.5"),
@@ -133,13 +164,22 @@ def run(*args: str, cwd: Path) -> subprocess.CompletedProcess:
 @pytest.mark.parametrize(
     ("args", "line"),
     [
-        (["model.device=meta"], "model.device='meta' is not one of cpu, cuda, cuda:<n>; use model.device=cpu (or "
-         "model.device=cuda:0 with a CUDA GPU)"),
+        (
+            ["model.device=meta"],
+            "model.device='meta' is not one of cpu, cuda, cuda:<n>; use model.device=cpu (or "
+            "model.device=cuda:0 with a CUDA GPU)",
+        ),
         (["output.format=gif"], "output.format='gif' is not one of png, jpg; use output.format=png"),
-        (["reducer=selectmax"], "reducer='selectmax' is not a reducer option; did you mean reducer=select_max? "
-         "(options: eigencam, gradcam, none, pixel_wise_max, select_max, squeeze_mean)"),
-        (["topk=4,8"], "topk=4,8 gives several values, which is a sweep: add -m to run one job per value "
-         "(featvis-run -m ... topk=4,8), or give one value"),
+        (
+            ["reducer=selectmax"],
+            "reducer='selectmax' is not a reducer option; did you mean reducer=select_max? "
+            "(options: eigencam, gradcam, none, pixel_wise_max, select_max, squeeze_mean)",
+        ),
+        (
+            ["topk=4,8"],
+            "topk=4,8 gives several values, which is a sweep: add -m to run one job per value "
+            "(featvis-run -m ... topk=4,8), or give one value",
+        ),
     ],
 )
 def test_the_console_script_exits_2_with_one_line(args, line, tmp_path):

@@ -47,15 +47,24 @@ def _plan(tiny_config: Path, options: list[str]):
     ("options", "message"),
     [
         # score_thr is a number in the config: a dict cannot be merged into it
-        (["model.test_cfg.score_thr.x=1"], "model.cfg_options=['model.test_cfg.score_thr.x=1'] cannot be merged into "
-         "the config: TypeError: score_thr={'x': 1} in child config cannot inherit from base because score_thr is a "
-         "dict in the child config but is of type <class 'float'> in base config. You may set `_delete_=True` to "
-         "ignore the base config."),
+        (
+            ["model.test_cfg.score_thr.x=1"],
+            "model.cfg_options=['model.test_cfg.score_thr.x=1'] cannot be merged into "
+            "the config: TypeError: score_thr={'x': 1} in child config cannot inherit from base because score_thr is a "
+            "dict in the child config but is of type <class 'float'> in base config. You may set `_delete_=True` to "
+            "ignore the base config.",
+        ),
         # test_pipeline is a list: a name is no index
-        (["test_pipeline.x=1"], "model.cfg_options=['test_pipeline.x=1'] cannot be merged into the config: "
-         "TypeError: list indices must be integers or slices, not str"),
-        (["model=3"], "model.cfg_options=['model=3'] leaves the config's model as 3, not a dict; set keys inside it, "
-         "e.g. 'model.bbox_head.num_classes=3'"),
+        (
+            ["test_pipeline.x=1"],
+            "model.cfg_options=['test_pipeline.x=1'] cannot be merged into the config: "
+            "TypeError: list indices must be integers or slices, not str",
+        ),
+        (
+            ["model=3"],
+            "model.cfg_options=['model=3'] leaves the config's model as 3, not a dict; set keys inside it, "
+            "e.g. 'model.bbox_head.num_classes=3'",
+        ),
     ],
 )
 def test_cfg_options_that_do_not_merge_are_one_line(tiny_config, options, message):

@@ -93,7 +93,7 @@ def test_a_signed_diff_is_a_minus_b_level_by_level(diff_run):
     assert stats["p4"] == {"min": 4.0, "max": 4.0, "mean": 4.0}
     # positive everywhere: the diff picture is the red end of the diverging map, blended on the grey image
     picture = cv2.imread(str(out / by_level["p3"]["diff_file"]))
-    b, g, r = (int(v) for v in picture[16, 24])
+    b, g, r = (int(v) for v in picture[-16, 24])  # the 32 x 48 picture under its caption band
     assert r > b + 30 and r > g + 30
 
 

@@ -4,11 +4,15 @@ real training run (folders, train mode restored, no nesting, visualizer backends
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
+from torch import nn
 
 from featvis_run.errors import ConfigError
 from featvis_run.maps.geometry import Geometry
@@ -76,6 +80,62 @@ def test_a_call_drawn_again_replaces_its_folder_and_the_summary_orders_calls(tmp
     assert level["scale"] == [2.0, 5.0] and [c["checkpoint"] for c in level["change"]] == ["iter_2", "iter_10"]
     with Image.open(tmp_path / "evolution" / level["gif"]) as gif:
         assert gif.n_frames == 2
+
+
+class _TinyDetector(nn.Module):
+    """A detector-shaped torch model small enough for a fast test: what mmdet's ``test_step`` path uses
+    (``data_preprocessor``, ``_run_forward``) around a conv + BatchNorm + Dropout backbone and a ``neck``. It notes
+    the modules' train flags and whether gradients were on during each forward pass."""
+
+    def __init__(self):
+        super().__init__()
+        self.backbone = nn.Sequential(nn.Conv2d(3, 4, 3, stride=8, padding=1), nn.BatchNorm2d(4), nn.Dropout(0.5))
+        self.frozen = nn.BatchNorm2d(4)  # a layer the training config keeps in eval mode
+        self.neck = nn.Conv2d(4, 2, 1)
+        self.seen = []
+
+    def data_preprocessor(self, batch, training):
+        inputs = torch.stack([x.float() for x in batch["inputs"]])
+        for sample in batch["data_samples"]:
+            sample.set_metainfo(dict(batch_input_shape=tuple(inputs.shape[-2:])))
+        return dict(inputs=inputs, data_samples=batch["data_samples"])
+
+    def _run_forward(self, data, mode):
+        self.seen.append(({n: m.training for n, m in self.named_modules()}, torch.is_grad_enabled()))
+        self.neck(self.frozen(self.backbone(data["inputs"])))
+        return data["data_samples"]
+
+
+def test_the_hook_draws_in_eval_mode_without_gradients_and_restores_every_flag(tmp_path, scene_image):
+    """A training model (one layer kept in eval mode) through the hook: the pass sees every module in eval mode
+    with gradients off, BatchNorm's running statistics are untouched (drawing does not train), and afterwards each
+    module is back in its own mode."""
+    from mmengine.config import Config
+
+    from featvis_run.hooks import FeatvisHook
+
+    model = _TinyDetector()
+    model.train()
+    model.frozen.eval()
+    before = {n: m.training for n, m in model.named_modules()}
+    stats = {k: v.clone() for k, v in model.state_dict().items() if "running" in k}
+    pipeline = [
+        dict(type="LoadImageFromFile"),
+        dict(type="Resize", scale=(64, 64), keep_ratio=True),
+        dict(type="PackDetInputs", meta_keys=("img_id", "ori_shape", "img_shape", "scale_factor")),
+    ]
+    cfg = Config(dict(test_dataloader=dict(dataset=dict(pipeline=pipeline, metainfo=dict(classes=("a",))))))
+    runner = SimpleNamespace(
+        model=model, cfg=cfg, work_dir=str(tmp_path), logger=logging.getLogger("featvis-test"), iter=1, epoch=0
+    )
+    hook = FeatvisHook(interval=2, images=[str(scene_image)], to_backends=False, summary=False)
+    hook.before_train(runner)
+    hook.after_train_iter(runner, 1)  # iteration 2 ends: a call
+    assert hook.failed is None and (tmp_path / "featvis" / "iter_2" / "scene" / "neck" / "p3.png").is_file()
+    ((modes, grad),) = model.seen
+    assert not any(modes.values()) and not grad
+    assert {n: m.training for n, m in model.named_modules()} == before
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in stats.items())
 
 
 # ---- a real training run ----

@@ -141,13 +141,22 @@ def test_tokens_become_maps_from_a_carried_grid_or_the_stride():
 
 
 def test_tokens_without_a_fitting_grid_name_the_shape_and_the_options():
-    tokens = torch.zeros(1, 7, 3)
-    with pytest.raises(RecordingError, match=r"tokens of shape \(1, 7, 3\).*grid: \[H, W\].*extra_tokens: N"):
+    # 33 tokens on a 64x96 input: no stride fits 33 - e cells for any e of 0..8 leading extra tokens
+    tokens = torch.zeros(1, 33, 3)
+    with pytest.raises(RecordingError, match=r"tokens of shape \(1, 33, 3\).*grid: \[H, W\].*extra_tokens: N"):
         extract_levels({"b": [tokens]}, {"b": rec("blk")}, {}, batch=1, input_hw=(64, 96))
     ok = extract_levels(
-        {"b": [tokens]}, {"b": rec("blk")}, {"x": MappingSpec(recorder="b", grid=[2, 3], extra_tokens=1)}, 1, (64, 96)
+        {"b": [tokens]}, {"b": rec("blk")}, {"x": MappingSpec(recorder="b", grid=[4, 8], extra_tokens=1)}, 1, (64, 96)
     )
-    assert ok[LevelKey("b", "x")].shape == (1, 3, 2, 3)
+    assert ok[LevelKey("b", "x")].shape == (1, 3, 4, 8)
+
+
+def test_leading_class_tokens_are_left_out_of_an_unmapped_grid():
+    # 7 tokens on a 64x96 input: no grid of 7 cells, but after 1 class token 6 cells fit stride 32 (2 x 3)
+    tokens = torch.arange(7 * 2, dtype=torch.float32).reshape(1, 7, 2)
+    out = extract_levels({"b": [tokens]}, {"b": rec("blk")}, {}, batch=1, input_hw=(64, 96))[LevelKey("b", "out")]
+    assert out.shape == (1, 2, 2, 3)
+    assert out[0, 1, 1, 0] == tokens[0, 1 + 3, 1]  # cell (1, 0) is grid token 3, sequence token 4
 
 
 def test_encoder_memory_is_split_per_level_and_named_by_stride():

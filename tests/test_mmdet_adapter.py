@@ -94,6 +94,21 @@ def test_bad_checkpoints_give_clear_errors(tiny_config, tmp_path):
         load_detector(tiny(tiny_config, checkpoint=str(other)))
 
 
+def test_config_importing_a_package_that_is_not_installed_is_a_one_line_error(tiny_config, tmp_path):
+    # an absent package of our own naming: mmpretrain (ConvNeXt backbones) is installed by `make install` now
+    cfg = tmp_path / "needs_plugin.py"
+    cfg.write_text(
+        f"_base_ = [{str(tiny_config)!r}]\n"
+        "custom_imports = dict(imports=['featvis_absent_plugin.models'], allow_failed_imports=False)\n"
+    )
+    with pytest.raises(ModelError) as refused:
+        load_detector(tiny(cfg))
+    assert str(refused.value) == (
+        f"model.mmdet_config={str(cfg)!r} imports the package 'featvis_absent_plugin' (custom_imports), which is not "
+        "installed here; install it (pip install featvis_absent_plugin) or choose another config"
+    )
+
+
 def test_cuda_device_without_cuda_is_a_clear_error(tiny_config):
     if torch.cuda.is_available():
         pytest.skip("this machine has CUDA")

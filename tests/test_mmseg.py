@@ -40,6 +40,22 @@ def test_geometry_of_a_resized_image_with_the_preprocessors_padding():
     assert _geometry(dict(ori_shape=(480, 640), img_shape=(256, 341)), (256, 341)).input_hw == (256, 341)
 
 
+def test_padding_on_the_top_and_left_keeps_the_map_on_the_image():
+    """A preprocessor that pads 8 rows above and 4 columns left of a 16 x 24 resized image (``padding_size`` is
+    [left, right, top, bottom], as torch's F.pad) into a 32 x 32 input: a stride-4 map's image part is rows 2..5
+    and columns 1..6, and only those cells are drawn over the image."""
+    from featvis_run.maps.geometry import crop_valid
+    from featvis_run.models.mmseg import _geometry
+
+    meta = dict(ori_shape=(32, 48), img_shape=(16, 24), padding_size=[4, 4, 8, 8])
+    geom = _geometry(meta, (32, 32))
+    assert geom == Geometry((32, 48), (16, 24), (32, 32), (8, 4))  # (top, left)
+    feat = np.zeros((1, 8, 8), np.float32)  # 32 / 4 cells a side; ones where the image is, zeros on the padding
+    feat[:, 8 // 4 : (8 + 16) // 4, 4 // 4 : (4 + 24) // 4] = 1.0
+    cropped = crop_valid(feat, geom)
+    assert cropped.shape == (1, 4, 6) and cropped.min() == 1.0
+
+
 @pytest.mark.slow
 def test_segformer_draws_stride_named_backbone_maps_with_its_class_map(tmp_path):
     out = tmp_path / "seg"

@@ -1,10 +1,14 @@
-"""The mutation harness itself (scripts/mutation_check.py): stale mutants are refused, the killer is parsed, and
-every listed mutant still matches the source it mutates (so ``make test`` already flags a stale one)."""
+"""The mutation harness itself (scripts/mutation_check.py): stale mutants are refused, the killer is parsed, only
+behavioural tests can kill a mutant, and every listed mutant still matches the source it mutates (a ``records``
+check: ``make test`` flags a stale mutant, while a mutation run leaves it out and checks the same once, unmutated)."""
 
 from __future__ import annotations
 
 import importlib.util
+import os
+import subprocess
 import sys
+from dataclasses import replace
 
 import pytest
 
@@ -23,12 +27,15 @@ mutants = _load("mutants")
 check = _load("mutation_check")
 
 
+@pytest.mark.records  # not a behaviour: a mutation run must not count it as a kill (the harness deselects it)
 @pytest.mark.parametrize("mutant", mutants.MUTANTS, ids=lambda m: m.name)
 def test_every_mutant_matches_its_source_once_and_names_existing_tests(mutant):
     assert (REPO / mutant.file).read_text().count(mutant.pattern) == 1
     assert mutant.tests and all((REPO / t.split("::")[0]).is_file() for t in mutant.tests)
+    assert check.stale_reason(REPO, mutant) is None
 
 
+@pytest.mark.records
 def test_at_least_28_mutants_including_the_eight_of_issue_14():
     names = [m.name for m in mutants.MUTANTS]
     assert len(names) >= 28 and len(set(names)) == len(names)
@@ -65,3 +72,32 @@ def test_bad_entries_in_the_mutants_file_are_named(tmp_path):
     path.write_text('[[mutant]]\nname = "a"\narea = "x"\nfile = "f.py"\npattern = "p"\n')
     with pytest.raises(ValueError, match=r"mutant #1 \(a\) lacks \['description', 'replacement'\]"):
         mutants.load_mutants(path)
+
+
+def test_a_stale_mutant_is_named_before_any_test_runs(tmp_path):
+    (tmp_path / "m.py").write_text("z = 1\n")
+    (tmp_path / "tests").mkdir()
+    (tmp_path / "tests" / "test_m.py").write_text("")
+    fine = mutants.Mutant("m", "t", "m.py", "z = 1", "z = 2", "d", ("tests/test_m.py::test_z",))
+    assert check.stale_reason(tmp_path, fine) is None
+    assert check.stale_reason(tmp_path, replace(fine, pattern="q")).startswith("pattern found 0 times in m.py")
+    gone = replace(fine, tests=("tests/test_gone.py",))
+    assert check.stale_reason(tmp_path, gone) == "its tests ['tests/test_gone.py'] do not exist"
+    outcome = check.run_mutant(tmp_path, gone, timeout=5)
+    assert outcome.status == "stale" and (tmp_path / "m.py").read_text() == "z = 1\n"  # nothing was applied
+
+
+def _collected(marks: str) -> list[str]:
+    env = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONDONTWRITEBYTECODE": "1"}
+    cmd = [sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:randomly", "-p", "no:cacheprovider"]
+    cmd += ["-m", marks, "tests/test_mutation_check.py"]
+    out = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=120, check=True).stdout
+    return [line.split("::")[1].split("[")[0] for line in out.splitlines() if "::" in line]
+
+
+def test_the_records_check_is_in_the_fast_suite_but_never_in_a_mutants_test_selection():
+    harness = set(_collected(check.SELECTION))
+    fast = set(_collected("not slow"))
+    records = {"test_every_mutant_matches_its_source_once_and_names_existing_tests"}
+    assert records <= fast and not records & harness  # make test runs it; no mutant is "killed" by it
+    assert "test_the_first_failing_test_is_the_killer" in harness  # the harness's own behaviour still counts

@@ -1,12 +1,12 @@
 """Colour scales, array export, box cap and index.html through the console script (demo model, tiny RetinaNet)."""
 
-import re
 import subprocess
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from .report_page import page_data, pictures
 from .test_cli import manifest, run_cli
 
 pytestmark = pytest.mark.slow
@@ -15,7 +15,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def _index_links(out: Path) -> set[str]:
-    return set(re.findall(r"<img src='([^']+)'", (out / "index.html").read_text()))
+    return pictures(out / "index.html")
 
 
 def test_single_per_image_scale_arrays_colorbar_box_cap_and_index(tmp_path):
@@ -52,7 +52,7 @@ def test_single_per_image_scale_arrays_colorbar_box_cap_and_index(tmp_path):
     assert image["detections"] > 3 and image["boxes_drawn"] == 3
     assert any("drew the 3 best of" in n and "output.max_boxes=3" in n for n in m["notes"])
     assert _index_links(out) == {o["file"] for o in outs}
-    assert "neck / p3" in (out / "index.html").read_text()
+    assert ["neck", "p3"] in [[m["layer"], m["level"]] for m in page_data(out / "index.html")["maps"]]
     assert f"{out}" in proc.stdout and "index.html" in proc.stdout
 
 
@@ -78,8 +78,9 @@ def test_multi_image_per_level_and_per_run_ranges_cover_every_image(scene_image,
     assert all(o["scale"] == pytest.approx(everything) for o in rm["outputs"])
     for o in rm["outputs"]:  # the maps' own values span the recorded range
         assert np.load(run / o["arrays"]["map"]["file"]).shape == tuple(o["valid_hw"])
-    links = _index_links(run)
-    assert {o["file"] for o in rm["outputs"]} <= links and {s["file"] for s in rm["contact_sheets"]} <= links
+    data = page_data(run / "index.html")
+    assert {o["file"] for o in rm["outputs"]} <= _index_links(run)
+    assert {s["file"] for s in rm["contact_sheets"]} <= {link["href"] for link in data["links"]}
     assert "scale_stats" in rm["timings"]
 
 
@@ -108,7 +109,9 @@ def test_fixed_scale_and_clip_percentile_in_a_diff(scene_image, tmp_path, tiny_c
         assert o["scale"] == pytest.approx(list(np.percentile(d, [1, 99])), rel=1e-5)
         fa = np.load(out / o["arrays"]["features_a"]["file"])
         assert fa.shape[0] == 16 and fa.shape[1:] == a.shape
-    assert _index_links(out) >= {c["panel_file"] for c in m["comparisons"]}
+    assert _index_links(out) >= {c["diff_file"] for c in m["comparisons"]}
+    roles = [(d["role"], d["level"]) for d in page_data(out / "index.html")["maps"]]
+    assert sorted(roles) == sorted((r, c["level"]) for c in m["comparisons"] for r in ("a", "b", "diff"))
     fixed = tmp_path / "fixed"
     args = [a for a in proc.args[1:] if not a.startswith(("output.dir", "output.clip", "output.save"))]
     proc = run_cli(*args, f"output.dir={fixed}", "output.scale=fixed", "output.scale_range=[0,0.5]")

@@ -23,6 +23,7 @@ import pytest
 import yaml
 
 from .conftest import console_script
+from .report_page import page_data
 
 pytestmark = pytest.mark.slow
 
@@ -192,11 +193,11 @@ def test_sharded_multi_image_sweep_draws_every_image_once(slurm_env, sweep, tmp_
         assert len(drawn) == len(LEVELS), (stem, drawn)
         assert len({d.rsplit("/neck/", 1)[0] for d in drawn}) == 1, drawn  # one job folder
 
-    gallery = (sweep / "index.html").read_text()
+    shown = {m["picture"] for m in page_data(sweep / "index.html")["maps"]}
     for row in s["rows"]:
         assert len(row["files"]) == 2 * len(LEVELS)
         for f in row["files"]:
-            assert f"src='{f}'" in gallery, f
+            assert f in shown, f
             assert (sweep / f).is_file(), f
     print(f"3-shard SLURM sweep: {proc.seconds:.1f} s")  # type: ignore[attr-defined]
 
@@ -241,7 +242,7 @@ def test_a_cancelled_job_ends_the_sweep_with_its_error_not_a_hang(slurm_env, swe
     statuses = {r["overrides"]["reducer"]: (r["status"], r["error"]) for r in s["rows"]}
     assert statuses["select_max"] == ("ok", None)
     assert statuses["squeeze_mean"][0] == "error" and f"SLURM job {ids[1]} " in statuses["squeeze_mean"][1]
-    assert f"SLURM job {ids[1]} " in (sweep / "index.html").read_text()
+    assert any(f"SLURM job {ids[1]} " in (j["error"] or "") for j in page_data(sweep / "index.html")["jobs"])
     print(f"cancelled job reported {time.monotonic() - start:.1f} s after scancel")
 
 
@@ -288,3 +289,35 @@ def test_jobs_that_never_start_are_cancelled_after_the_pending_timeout(slurm_env
         timeout=30,
     )
     assert "PENDING" not in states.stdout  # nothing left queued
+
+
+def test_channel_statistics_of_slurm_shards_merge_into_one_process_table(slurm_env, sweep, tmp_path):
+    images = tmp_path / "images"
+    images.mkdir()
+    rng = np.random.default_rng(1)
+    for i in range(4):
+        img = (rng.random((96, 128, 3)) * 60 + 80).astype(np.uint8)
+        cv2.circle(img, (30 + 20 * i, 48), 12 + 6 * i, (0, 0, 255), -1)
+        cv2.imwrite(str(images / f"img{i}.png"), img)
+    common = ("experiment=multi_image", f"images={images}", "analysis.channels=true", f"cache.dir={tmp_path / 'c'}")
+    proc = run_sweep(slurm_env, *common, "images.shard=0/2,1/2", f"hydra.sweep.dir={sweep}", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert len(slurm_job_ids(sweep)) == 2
+    assert all(r["status"] == "ok" for r in summary(sweep)["rows"])
+    single = tmp_path / "single"
+    local = subprocess.run(
+        [console_script(), *common, f"output.dir={single}"], capture_output=True, text=True, timeout=180, cwd=tmp_path
+    )
+    assert local.returncode == 0, local.stderr[-3000:]
+
+    def table(path: Path) -> list[list[str]]:
+        return [line.split(",") for line in path.read_text().splitlines()]
+
+    merged, one = table(sweep / "channels.csv"), table(single / "channels.csv")
+    assert merged[0] == one[0] and len(merged) == len(one) == 1 + 5 * 64
+    head = one[0]
+    for m, s in zip(merged[1:], one[1:], strict=True):
+        exact = [head.index(k) for k in ("layer", "level", "channel", "dead", "cells")]
+        assert [m[i] for i in exact] == [s[i] for i in exact]
+        close = [head.index(k) for k in ("mean", "std", "max", "min", "sparsity")]
+        np.testing.assert_allclose([float(m[i]) for i in close], [float(s[i]) for i in close], rtol=1e-6, atol=1e-12)

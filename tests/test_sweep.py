@@ -5,6 +5,7 @@ import json
 
 import pytest
 
+from .report_page import page_data
 from .test_cli import run_cli
 
 pytestmark = pytest.mark.slow
@@ -44,18 +45,19 @@ def test_in_process_sweep_runs_the_model_once_and_writes_a_summary(sweep_args, t
     with open(sweep / "summary.csv") as fh:
         table = list(csv.DictReader(fh))
     assert [t["job"] for t in table] == jobs and table[0]["status"] == "ok"
-    gallery = (sweep / "index.html").read_text()
-    assert gallery.count("<img ") == 20 and "3_model=retinanet_r50,reducer=none,topk=4/scene/neck/p7.png" in gallery
-    assert "<th>reducer=none</th>" in gallery and "<th>topk=4</th>" in gallery
+    page = page_data(sweep / "index.html")
+    pictures = [m["picture"] for m in page["maps"]]
+    assert len(pictures) == 20 and "3_model=retinanet_r50,reducer=none,topk=4/scene/neck/p7.png" in pictures
+    assert [j["label"] for j in page["jobs"]][3] == "reducer=none, topk=4"
     assert (sweep / "3_model=retinanet_r50,reducer=none,topk=4/scene/neck/p7.png").exists()
     assert "sweep: 4 jobs, 1 forward passes" in proc.stdout
     # select_max ignores topk: job 1 draws exactly job 0's pictures; reducer=none grids differ with topk
     assert summary["duplicates"] == {jobs[1]: jobs[0]}
     assert [t["duplicate_of"] for t in table] == ["", jobs[0], "", ""]
-    assert f"duplicate: pictures identical to job {jobs[0]}" in gallery and "1 duplicate job(s)" in gallery
+    assert [j["duplicate_of"] for j in page["jobs"]] == [None, jobs[0], None, None]
     assert "1 job(s) drew pictures byte-identical" in proc.stdout
-    assert gallery.count("<figcaption>neck / p7</figcaption>") == 4  # every thumbnail captioned, not only on hover
-    assert "No two jobs share a colour scale" in gallery
+    assert [m["level"] for m in page["maps"]].count("p7") == 4
+    assert page["scale_sharing"].startswith("No two jobs share a colour scale")
 
 
 def test_a_failing_job_is_listed_and_the_others_finish(sweep_args, tmp_path):
@@ -65,7 +67,7 @@ def test_a_failing_job_is_listed_and_the_others_finish(sweep_args, tmp_path):
     statuses = {r["overrides"]["output.alpha"]: (r["status"], r["error"]) for r in summary["rows"]}
     assert statuses["0.4"] == ("ok", None)
     assert statuses["1.5"][0] == "error" and "output.alpha=1.5" in statuses["1.5"][1]
-    assert "error" in (tmp_path / "sweep" / "index.html").read_text()
+    assert "error" in [j["status"] for j in page_data(tmp_path / "sweep" / "index.html")["jobs"]]
 
 
 def test_output_dir_in_a_sweep_is_refused_per_job_not_merged(sweep_args, tmp_path):

@@ -3,10 +3,7 @@ folders with URL-special names that lead to those folders."""
 
 from __future__ import annotations
 
-import html
 import json
-import re
-import urllib.parse
 from pathlib import Path
 
 from rich.console import Console
@@ -14,6 +11,8 @@ from rich.console import Console
 from featvis_run.report.summary import print_job_line, print_layers, print_summary
 from featvis_run.report.sweep import write_summary
 from featvis_run.store.manifest import Failure, ImageRecord, MapRecord, ModelRecord, RunResult
+
+from .report_page import page_data
 
 
 def _console() -> Console:
@@ -96,24 +95,16 @@ def _job(sweep: Path, name: str, error: str | None = None) -> None:
 NAMES = ["0_a#1", "1_b?x=2", "2_c%41", "3_d e", "4_ü,ß", "5_f'g&h", "6_k:l"]
 
 
-def test_gallery_links_lead_to_job_folders_with_url_special_names(tmp_path, capsys):
+def test_sweep_page_links_lead_to_job_folders_with_url_special_names(tmp_path, capsys):
     sweep = tmp_path / "sweep"
     for name in NAMES:
         _job(sweep, name)
     _job(sweep, "7_[/b]bad", error="boom [/i] [lo,hi]")
     write_summary(sweep)
-    page = (sweep / "index.html").read_text()
-    hrefs = re.findall(r"<a href='([^']*)'", page)
-    srcs = re.findall(r"<img src='([^']*)'", page)
-    assert hrefs == srcs and len(hrefs) == len(NAMES)
-
-    # each link, HTML-unescaped then URL-decoded, is the job's picture, relative to the sweep folder
-    decoded = sorted(urllib.parse.unquote(html.unescape(h)) for h in hrefs)
-    assert decoded == sorted(f"{name}/img/p3.png" for name in NAMES)
-    assert all((sweep / d).read_bytes() == d.split("/")[0].encode() for d in decoded)
-    for h in hrefs:  # nothing a browser would read as a fragment, a query, an escape or a scheme
-        raw = html.unescape(h)
-        assert "#" not in raw and "?" not in raw and " " not in raw and ":" not in raw and raw.isascii()
-        assert re.fullmatch(r"([^%]|%[0-9A-F]{2})*", raw)
+    data = page_data(sweep / "index.html")
+    # each picture and job page, relative to the sweep folder, is that job's (the page URL-encodes each segment)
+    assert sorted(m["picture"] for m in data["maps"]) == sorted(f"{name}/img/p3.png" for name in NAMES)
+    assert all((sweep / m["picture"]).read_bytes() == m["job"].encode() for m in data["maps"])
+    assert [j["href"] for j in data["jobs"]] == [f"{name}/index.html" for name in [*NAMES, "7_[/b]bad"]]
     printed = capsys.readouterr().out
     assert "7_[/b]bad" in printed and "boom [/i] [lo,hi]" in printed

@@ -11,7 +11,10 @@ import numpy as np
 
 from featvis_run.predictions import Detections
 
-__all__ = ["draw_detections", "label_boxes"]
+__all__ = ["GT_COLOUR", "draw_detections", "draw_ground_truth", "label_boxes"]
+
+#: BGR colour of ground-truth boxes (magenta: in no colormap the maps use, and not the predictions' green)
+GT_COLOUR = (255, 0, 255)
 
 _FONT, _SCALE = cv2.FONT_HERSHEY_SIMPLEX, 0.45
 Rect = tuple[int, int, int, int]  # x1, y1, x2, y2 (inclusive)
@@ -84,4 +87,17 @@ def draw_detections(img: np.ndarray, dets: Detections, scale_yx: tuple[float, fl
         x1, y1, x2, y2 = spot
         cv2.rectangle(out, (x1, y1), (x2, y2), (0, 255, 0), -1)
         cv2.putText(out, text, (x1 + 1, y2 - base), _FONT, _SCALE, (0, 0, 0), 1, cv2.LINE_AA)
+    return out
+
+
+def draw_ground_truth(img: np.ndarray, truth: Detections, scale_yx: tuple[float, float] = (1.0, 1.0)) -> np.ndarray:
+    """Draw annotated boxes (original-image pixels, scaled by ``scale_yx``) in :data:`GT_COLOUR`, 2 px, unlabelled
+    (x2, y2 exclusive: the line's outer edge is the box's last pixel)."""
+    out = img.copy()
+    sy, sx = scale_yx
+    h, w = img.shape[:2]
+    lo, hi = np.array([-w, -h, -w, -h], np.float64), np.array([2 * w, 2 * h, 2 * w, 2 * h], np.float64)
+    for box in truth.boxes:
+        x1, y1, x2, y2 = (int(round(v)) for v in np.clip(np.asarray(box, np.float64) * [sx, sy, sx, sy], lo, hi))
+        cv2.rectangle(out, (x1, y1), (x2 - 1, y2 - 1), GT_COLOUR, 2)
     return out

@@ -13,7 +13,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from featvis_run.drawing.boxes import draw_detections
+from featvis_run.drawing.boxes import draw_detections, draw_ground_truth
+from featvis_run.drawing.classes import draw_classification
 from featvis_run.drawing.colorbar import add_colorbar
 from featvis_run.drawing.colour import (
     MISSING,
@@ -25,11 +26,12 @@ from featvis_run.drawing.colour import (
     paint_missing,
     to_uint8,
 )
+from featvis_run.drawing.keypoints import draw_keypoints
 from featvis_run.drawing.layout import check_arrangement, magnify, tile_grid
 from featvis_run.drawing.masks import draw_segmentation
-from featvis_run.maps.geometry import Geometry, upsample_to_canvas
+from featvis_run.maps.geometry import Geometry, unseen_region, upsample_to_canvas
 from featvis_run.maps.reduce import ReducedMap
-from featvis_run.predictions import Detections, Predictions, SegmentationMap
+from featvis_run.predictions import Classification, Detections, Keypoints, Predictions, SegmentationMap
 
 __all__ = ["Drawn", "RenderOptions", "render_map", "render_map_scaled", "with_colorbar"]
 
@@ -54,6 +56,7 @@ class RenderOptions:
     value_range: tuple[float, float] | None = None
     colorbar: bool = False  # a labelled colour bar on the right of each picture
     max_boxes: int | None = None  # draw at most this many detector boxes (the best by score); None: all given
+    channel_names: tuple[str, ...] | None = None  # grid labels by channel index (a pose head: keypoint names)
 
 
 @dataclass(frozen=True)
@@ -73,6 +76,13 @@ def _shrink(image: np.ndarray, max_side: int | None) -> np.ndarray:
         return image
     s = max_side / max(h, w)
     return cv2.resize(image, (max(1, round(w * s)), max(1, round(h * s))), interpolation=cv2.INTER_AREA)
+
+
+def _channel_label(channel: int, names: tuple[str, ...] | None) -> str:
+    """A grid tile's label: ``ch 12``, or the channel's name when the map names its channels (``5 left_shoulder``)."""
+    if names is not None and 0 <= channel < len(names):
+        return f"{channel} {names[channel]}"
+    return f"ch {channel}"
 
 
 def _canvas_image(image: np.ndarray, opts: RenderOptions) -> np.ndarray:
@@ -106,11 +116,22 @@ def _draw_one(
         up = upsample_to_canvas(map2d, feat_hw, geom, canvas.shape[:2])
         heat = _colorize(up, opts)
         picture = blend(canvas, heat, opts.alpha) if opts.overlaid else heat
-        return paint_missing(picture, up), _used_range(up, opts)
+        return _show_unseen(paint_missing(picture, up), canvas, feat_hw, geom), _used_range(up, opts)
     if opts.resize_shape is not None:
         h, w = opts.resize_shape
         map2d = cv2.resize(map2d.astype(np.float32), (w, h), interpolation=cv2.INTER_LINEAR)
     return _colorize(map2d, opts), _used_range(map2d, opts)
+
+
+def _show_unseen(picture: np.ndarray, canvas: np.ndarray, feat_hw: tuple[int, int], geom: Geometry) -> np.ndarray:
+    """``picture`` with the bare image where the network saw nothing (cropped away, outside a warped box): no map
+    there, so the crop is visible; a resize-and-pad geometry leaves the picture as it is."""
+    unseen = unseen_region(feat_hw, geom, canvas.shape[:2])
+    if unseen is None:
+        return picture
+    out = picture.copy()
+    out[unseen] = canvas[unseen]
+    return out
 
 
 def _colorize(map2d: np.ndarray, opts: RenderOptions) -> np.ndarray:
@@ -158,13 +179,15 @@ def render_map_scaled(
     image: np.ndarray | None,
     opts: RenderOptions,
     predictions: Predictions | None = None,
+    ground_truth: Detections | None = None,
 ) -> Drawn:
     """Draw a reduced, valid-cropped map; returns the picture with the colour range it was drawn with.
 
     ``feat_hw`` is the recorded map's full size (before cropping) and ``geom`` its placement on ``image``
     (the original BGR image). Maps of an image are drawn at the image's size (or ``resize_shape``), blended on it
-    when ``overlaid``; predictions (detector boxes, a segmentor's class map) are drawn on single maps only, never
-    on grids. With ``colorbar`` a labelled colour bar is appended on the right.
+    when ``overlaid``; predictions (detector boxes, a segmentor's class map, keypoints and skeleton) are drawn on
+    single maps only, never on grids. With ``colorbar`` a labelled colour bar is appended on the right.
+    ``ground_truth`` (annotated boxes) is drawn in magenta under the predictions, on single maps of the image.
     """
     canvas = _canvas_image(image, opts) if image is not None else None
     if reduced.kind == "grid":
@@ -173,7 +196,7 @@ def render_map_scaled(
         drawn = [_draw_one(m, feat_hw, geom, canvas, opts) for m in reduced.maps]
         tiles = [t for t, _ in drawn]
         tiles = [magnify(t, opts.min_tile) for t in tiles] if canvas is None else tiles
-        labels = [f"ch {c}" for c in reduced.channels] if opts.label else []
+        labels = [_channel_label(c, opts.channel_names) for c in reduced.channels] if opts.label else []
         grid = tile_grid(tiles, labels, rows, cols, opts.gap)
         if opts.value_range is not None:
             return with_colorbar(Drawn(grid, drawn[0][1]), opts)
@@ -185,6 +208,7 @@ def render_map_scaled(
         bgr = cv2.cvtColor(np.ascontiguousarray(to_uint8(rgb, opts.value_range).transpose(1, 2, 0)), cv2.COLOR_RGB2BGR)
         blended = blend(canvas, bgr, opts.alpha) if canvas is not None and opts.overlaid else bgr
         bgr = paint_missing(blended, rgb.sum(axis=0))
+        bgr = _show_unseen(bgr, canvas, feat_hw, geom) if canvas is not None else bgr
         scale = opts.value_range or finite_range(rgb)
         return Drawn(bgr if canvas is not None else magnify(bgr, opts.min_size), scale)
     if not np.isfinite(reduced.maps).any():  # nothing to draw: a grey picture that says so
@@ -193,9 +217,15 @@ def render_map_scaled(
     out, scale = _draw_one(reduced.maps[0], feat_hw, geom, canvas, opts)
     if canvas is None:
         return with_colorbar(Drawn(magnify(out, opts.min_size), scale), opts)
+    sizes = (canvas.shape[0] / geom.ori_hw[0], canvas.shape[1] / geom.ori_hw[1])
+    if ground_truth is not None and len(ground_truth.boxes):
+        out = draw_ground_truth(out, ground_truth, sizes)
     if isinstance(predictions, Detections) and len(predictions.boxes):
-        sizes = (canvas.shape[0] / geom.ori_hw[0], canvas.shape[1] / geom.ori_hw[1])
         out = draw_detections(out, predictions.best(opts.max_boxes), sizes)
     elif isinstance(predictions, SegmentationMap):
         out = draw_segmentation(out, predictions)
+    elif isinstance(predictions, Keypoints):
+        out = draw_keypoints(out, predictions, (canvas.shape[0] / geom.ori_hw[0], canvas.shape[1] / geom.ori_hw[1]))
+    elif isinstance(predictions, Classification):
+        out = draw_classification(out, predictions)
     return with_colorbar(Drawn(out, scale), opts)

@@ -16,6 +16,8 @@ from typing import Any
 import cv2
 import numpy as np
 
+from featvis_run.analysis.annotations import GroundTruth, run_annotations
+from featvis_run.analysis.collector import RunAnalysis
 from featvis_run.drawing.layout import caption_band, contact_sheet
 from featvis_run.drawing.render import Drawn, with_colorbar
 from featvis_run.errors import FeatvisError, RunInterrupted, TargetNotFound
@@ -26,13 +28,16 @@ from featvis_run.experiments.draw import (
     level_jobs,
     non_finite_notes,
     prediction_counts,
+    prediction_record,
     reduce_levels,
 )
 from featvis_run.experiments.explain import explained_record, feature_source
-from featvis_run.experiments.inputs import ImageBatches
+from featvis_run.experiments.inputs import ImageBatches, picture_ids
+from featvis_run.experiments.metrics_run import MetricsPlan, metric_means, run_image_metrics
 from featvis_run.experiments.pipeline import drawing_pool, prefetch
 from featvis_run.experiments.settings import DrawSettings
 from featvis_run.experiments.stored import image_file, map_caption, stored_image_hw, write_input_image
+from featvis_run.maps.geometry import geometry_record
 from featvis_run.maps.scales import RangeBook
 from featvis_run.models.source import FeatureSource
 from featvis_run.recording.levels import LevelKey
@@ -54,6 +59,7 @@ class _Pending:
     image: ImageRecord
     notes: list[str]
     futures: list[Future]
+    analysis: Future | None = None  # its partial statistics and peaks (analysis.channels / analysis.top_images)
 
 
 class _ImageRun:
@@ -75,9 +81,14 @@ class _ImageRun:
         max_pending: int = 4,
         run_ranges: dict[str, tuple[float, float] | None] | None = None,
         strict: bool = False,
+        analysis: RunAnalysis | None = None,
     ):
         self.source, self.settings, self.folder, self.thumb_height = source, settings, folder, thumb_height
+        self.metrics: MetricsPlan | None = None  # analysis.metrics
+        self.truth: dict[str, GroundTruth] = {}  # images.annotations, by image id
+        self.draw_gt = False
         self.pool, self.max_pending, self.run_ranges, self.strict = pool, max_pending, run_ranges, strict
+        self.analysis = analysis if analysis is not None and analysis.enabled else None
         self.pending: deque[_Pending] = deque()
         self.out_dir = folder.out_dir
         self.outputs: list[MapRecord] = []
@@ -112,42 +123,68 @@ class _ImageRun:
             return
         for im, item in zip(batch, items, strict=True):
             notes = [f"{im.image_id}: {note}" for note in (*im.notes, *item.notes)]
+            features = item.features
+            if self.metrics is not None:  # EigenCAM: its fused level, scored by the metrics
+                features = {**features, **self.metrics.extra_levels(features, item.geometry, self.settings)}
+            truth = self.truth.get(im.image_id)
             jobs = level_jobs(
                 im.image_id,
                 im.array,
-                item.features,
+                features,
                 item.geometry,
                 item.predictions,
                 self.settings,
                 self.out_dir,
                 self.run_ranges,
+                truth.as_detections() if truth is not None and self.draw_gt else None,
             )
             g = item.geometry
             counts = prediction_counts(item.predictions, self.settings)
             capped = box_cap_note(im.image_id, counts, self.settings.render.max_boxes)
             notes += [capped] if capped else []
             explained = explained_record(self.settings, item.predictions)
-            stored: dict[str, Any] = {}
+            extra: dict[str, Any] = {"annotations": truth.record()} if truth is not None else {}
+            if self.metrics is not None:
+                scored, metric_notes = run_image_metrics(
+                    self.metrics, self.settings, self.source, im, item.predictions, features, g, truth
+                )
+                extra.update(scored)
+                notes += metric_notes
             if self.settings.write_maps:  # the input once, for the report page to draw the maps on
                 hw = stored_image_hw(g)
-                stored = {"image_file": image_file(im.image_id), "image_file_hw": hw}
+                extra |= {"image_file": image_file(im.image_id), "image_file_hw": hw}
                 jobs.append(functools.partial(_store_input, self.out_dir, im.image_id, im.array, hw))
             image = ImageRecord(
-                os.path.abspath(im.path), g.ori_hw, g.input_hw, **counts, **explained, id=im.image_id, **stored
+                os.path.abspath(im.path),
+                g.ori_hw,
+                g.input_hw,
+                **counts,
+                **explained,
+                id=im.image_id,
+                geometry=geometry_record(g),
+                predictions=prediction_record(item.predictions, self.settings),
+                **extra,
             )
             futures = [self._submit(job) for job in jobs]
-            self.pending.append(_Pending(im.image_id, image, notes, futures))
+            measured = self._measure(item.features, g)
+            self.pending.append(_Pending(im.image_id, image, notes, futures, measured))
             while len(self.pending) > self.max_pending:
                 self._collect_oldest()
 
-    def _submit(self, job: Callable[[], Any]) -> Future:
+    def _measure(self, features: dict[LevelKey, np.ndarray], geometry: Any) -> Future | None:
+        """An image's analysis partial, measured in the pool like its drawings (None when analysis is off)."""
+        if self.analysis is None:
+            return None
+        return self._submit(functools.partial(self.analysis.measure, features, geometry), "analysis")
+
+    def _submit(self, job: Callable[[], Any], phase: str = "render") -> Future:
         def timed() -> Any:
             started = time.perf_counter()
             try:
                 return job()
             finally:
                 with self._timer_lock:
-                    self.source.timer.add("render", started)
+                    self.source.timer.add(phase, started)
 
         if self.pool is not None:
             return self.pool.submit(timed)
@@ -165,6 +202,8 @@ class _ImageRun:
         payload = {"image": asdict(p.image), "outputs": [asdict(r) for r in records], "notes": p.notes}
         files = [r.file for r in records] + [a["file"] for r in records for a in r.arrays.values()]
         files += [p.image.image_file] if p.image.image_file else []
+        if self.analysis is not None and p.analysis is not None:  # written and counted before it is journaled
+            files += self.analysis.keep(p.image_id, p.image.path, p.analysis.result())
         self.folder.record(p.image_id, list(dict.fromkeys(files)), payload)
 
     def finish(self) -> None:
@@ -257,13 +296,14 @@ def run_ranges(
     batch_size: int,
     timer: Timer,
     max_pixels: int | None = None,
+    boxes: Sequence[Sequence[float]] | None = None,
 ) -> dict[str, tuple[float, float] | None]:
     """The statistics pass of ``output.scale=per_level/per_run``: every input's maps reduced (from the cache, or
     the model when they are not cached) and their ranges collected before anything is drawn. Inputs that fail are
     skipped here; the drawing pass reports them."""
     started = time.perf_counter()
     book = RangeBook(settings.scale)
-    for batch in prefetch(ImageBatches(list(inputs), batch_size, False, max_pixels)):
+    for batch in prefetch(ImageBatches(list(inputs), batch_size, False, max_pixels, boxes)):
         try:
             items = source.features(batch)
         except FeatvisError:
@@ -291,28 +331,60 @@ def run_images(
     """
     strict = experiment == "single"
     settings = DrawSettings.from_config(cfg)
-    folder = RunFolder.open(out_dir, resolved, cfg.output.overwrite, [image_id for image_id, _ in inputs])
+    metrics = MetricsPlan.from_config(cfg)
+    annotated = run_annotations(cfg, inputs)
+    if annotated is not None:
+        inputs = annotated.inputs
+    draw_gt = annotated is not None and cfg.output.draw_gt is not False
+    pictures = {image_id: picture_ids(image_id, cfg.model.bboxes) for image_id, _ in inputs}  # pose: one per box
+    picture_order = [p for ids in pictures.values() for p in ids]
+    folder = RunFolder.open(out_dir, resolved, cfg.output.overwrite, picture_order)
     timer = Timer()
     cache = activation_cache(cfg)
     sheets_wanted = not strict and cfg.experiment.contact_sheet and settings.write_pictures  # maps: the page instead
     thumb_height = cfg.experiment.contact_tile if sheets_wanted else 0
-    finished = {image_id: entry for image_id, _ in inputs if (entry := folder.finished(image_id))}
+    analysis = RunAnalysis(cfg.analysis, out_dir, picture_order)
+    # an input is finished when every picture of it is journaled with its analysis partial; the partials are merged
+    # here, in input order, as a fresh run would
+    journaled = {p: folder.finished(p) for p in picture_order}
+    done_inputs = {
+        image_id
+        for image_id, ids in pictures.items()
+        if all(journaled[p] and analysis.has_partial(p, journaled[p]) for p in ids)
+    }
+    finished = {}
+    for image_id, _ in inputs:
+        for p in pictures[image_id] if image_id in done_inputs else ():
+            finished[p] = journaled[p]
+            analysis.restore(p, journaled[p])
     batches = ImageBatches(
-        [i for i in inputs if i[0] not in finished], cfg.images.batch_size, strict, cfg.images.max_pixels
+        [i for i in inputs if i[0] not in done_inputs],
+        cfg.images.batch_size,
+        strict,
+        cfg.images.max_pixels,
+        cfg.model.bboxes,
     )
     decoded = list(batches) if strict else batches  # a bad single image fails before the model is planned
     source = feature_source(cfg, settings, cache, timer)
     ranges = (
-        run_ranges(source, inputs, settings, cfg.images.batch_size, timer, cfg.images.max_pixels)
+        run_ranges(source, inputs, settings, cfg.images.batch_size, timer, cfg.images.max_pixels, cfg.model.bboxes)
         if settings.scale.needs_stats
         else None
     )
     begun = time.perf_counter()
     with drawing_pool() as pool:
-        run = _ImageRun(source, settings, folder, thumb_height, pool, run_ranges=ranges, strict=strict)
+        run = _ImageRun(
+            source, settings, folder, thumb_height, pool, run_ranges=ranges, strict=strict, analysis=analysis
+        )
+        run.metrics, run.truth, run.draw_gt = metrics, annotated.truth if annotated else {}, draw_gt
+        if metrics is not None:
+            from featvis_run.report.summary import make_console
+
+            make_console().print(metrics.cost_line(), highlight=False, markup=False)
         try:
             with progress_bar(enabled=not strict) as progress:
-                task = progress.add_task("images", total=len(inputs), rate="") if progress else None
+                total = sum(len(ids) for ids in pictures.values())
+                task = progress.add_task("images", total=total, rate="") if progress else None
                 for image_id, entry in finished.items():
                     run.restore(image_id, entry)
                 for batch in prefetch(decoded):
@@ -327,7 +399,15 @@ def run_images(
             run.salvage()  # the images already drawing are finished and journaled; no half-drawn one is
             raise RunInterrupted(len(run.images), len(inputs), resume_hint(cfg, out_dir)) from None
     sheets = run.contact_sheets() if run.thumbs else []
-    notes = folder.notes + source.model_notes()
+    analysis_entry = None
+    if analysis.enabled:
+        started = time.perf_counter()
+        analysis_entry = analysis.finish(cfg.images.max_pixels)
+        timer.add("analysis_write", started)
+    notes = folder.notes + source.model_notes() + list(annotated.notes if annotated else ()) + analysis.notes
+    if metrics is not None:
+        scored, spent = sum(1 for im in run.images if im.metrics), timer.seconds.get("metrics", 0.0)
+        notes.append(metrics.cost_line() + (f"; {spent / scored:.2f} s per image here" if scored else ""))
     notes += non_finite_notes(run.outputs) + sorted({o.note for o in run.outputs if o.note}) + run.notes
     result = RunResult(
         experiment=experiment,
@@ -344,10 +424,28 @@ def run_images(
             "resumed_images": len(finished),
             "scale": _scale_entry(settings, ranges),
             **({"contact_sheets": sheets} if sheets else {}),
+            **({"analysis": analysis_entry} if analysis_entry else {}),
+            **_metrics_entry(run.images, metrics),
         },
     )
     result.save()
     return result
+
+
+def _metrics_entry(images: Sequence[ImageRecord], plan: MetricsPlan | None) -> dict[str, Any]:
+    """The manifest's run-wide ``metrics`` block (means over the images scored), when metrics were asked for."""
+    if plan is None:
+        return {}
+    layer = next((im.metrics["layer"] for im in images if im.metrics), None)
+    means = metric_means(images, layer) or {"layer": None, "images": 0, "steps": plan.steps}
+    return {
+        "metrics": {
+            **means,
+            "reducer": plan.reducer,
+            "target": plan.target.text,
+            "passes_per_image": plan.passes_per_image,
+        }
+    }
 
 
 def _scale_entry(settings: DrawSettings, ranges: dict[str, tuple[float, float] | None] | None) -> dict[str, Any]:

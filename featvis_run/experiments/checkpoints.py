@@ -17,7 +17,7 @@ from typing import Any
 
 from featvis_run.errors import ConfigError, FeatvisError, ModelError
 from featvis_run.experiments.common import activation_cache, cache_summary
-from featvis_run.experiments.draw import non_finite_notes, prediction_counts
+from featvis_run.experiments.draw import non_finite_notes, prediction_counts, prediction_record
 from featvis_run.experiments.evolution import Frame, FrameRecord, write_sequence
 from featvis_run.experiments.inputs import (
     ImageBatches,
@@ -30,6 +30,7 @@ from featvis_run.experiments.inputs import (
 from featvis_run.experiments.settings import DrawSettings
 from featvis_run.experiments.stored import image_file, stored_image_hw, write_input_image
 from featvis_run.maps.evolution import natural_key
+from featvis_run.maps.geometry import geometry_record
 from featvis_run.models.base import ImageFeatures
 from featvis_run.models.registry import plan_model
 from featvis_run.models.source import FeatureSource
@@ -114,7 +115,7 @@ def run_checkpoints(cfg: Config, out_dir: Path, resolved: dict[str, Any]) -> Run
     paths = collect_checkpoints(cfg.checkpoints)
     labels = unique_ids(paths)  # frame labels: the stems, made unique (epoch_1, epoch_1-2)
     inputs, strict = _inputs(cfg)
-    batches = ImageBatches(inputs, 1, strict, cfg.images.max_pixels)
+    batches = ImageBatches(inputs, 1, strict, cfg.images.max_pixels, cfg.model.bboxes)
     images = [im for batch in batches for im in batch]
     plan_model(replace(cfg.model, checkpoint=None))  # a bad model config is one error, not one per checkpoint
     folder = RunFolder.open(out_dir, resolved, cfg.output.overwrite, [im.image_id for im in images])
@@ -153,7 +154,16 @@ def run_checkpoints(cfg: Config, out_dir: Path, resolved: dict[str, Any]) -> Run
             stored = {"image_file": image_file(im.image_id), "image_file_hw": stored_image_hw(g)}
             write_input_image(out_dir, im.image_id, im.array, stored["image_file_hw"])
         image_records.append(
-            ImageRecord(os.path.abspath(im.path), g.ori_hw, g.input_hw, **counts, id=im.image_id, **stored)
+            ImageRecord(
+                os.path.abspath(im.path),
+                g.ori_hw,
+                g.input_hw,
+                **counts,
+                id=im.image_id,
+                geometry=geometry_record(g),
+                predictions=prediction_record(last.predictions, settings),
+                **stored,
+            )
         )
         notes += [f"{im.image_id}: {note}" for note in im.notes]
         keys: list[LevelKey] = list(last.features)

@@ -33,12 +33,12 @@ from featvis_run.experiments.diff_levels import (
     reduce_level,
     side_labels,
 )
-from featvis_run.experiments.draw import box_cap_note, finite_stats, prediction_counts, save_arrays
+from featvis_run.experiments.draw import box_cap_note, finite_stats, prediction_counts, prediction_record, save_arrays
 from featvis_run.experiments.inputs import ImageBatches, check_inputs, image_paths, named_inputs, selected_inputs
 from featvis_run.experiments.pipeline import drawing_pool, prefetch
 from featvis_run.experiments.settings import DrawSettings
 from featvis_run.experiments.stored import image_file, map_caption, stored_image_hw, write_input_image
-from featvis_run.maps.geometry import valid_cells
+from featvis_run.maps.geometry import cell_placement, geometry_record, valid_cells
 from featvis_run.maps.scales import RangeBook
 from featvis_run.models.base import ImageFeatures
 from featvis_run.models.source import FeatureSource
@@ -163,7 +163,16 @@ class _DiffRun:
         def image_entry() -> dict[str, Any]:
             counts = prediction_counts(item_a.predictions, self.settings)
             capped = box_cap_note(im.image_id, counts, self.settings.render.max_boxes)
-            image = ImageRecord(os.path.abspath(im.path), g.ori_hw, g.input_hw, **counts, id=im.image_id, **stored)
+            image = ImageRecord(
+                os.path.abspath(im.path),
+                g.ori_hw,
+                g.input_hw,
+                **counts,
+                id=im.image_id,
+                geometry=geometry_record(g),
+                predictions=prediction_record(item_a.predictions, self.settings),
+                **stored,
+            )
             return {"image": asdict(image), "notes": notes + ([capped] if capped else [])}
 
         def draw(level: tuple[LevelKey, LevelKey, ReducedLevel]) -> tuple[MapRecord, dict[str, Any]]:
@@ -220,6 +229,19 @@ class _DiffRun:
         comparison = {"image": im.image_id, "level": level, "layer_a": key_a.layer, "layer_b": key_b.layer}
         comparison |= {"label_a": lv.a.name, "label_b": lv.b.name}  # model names, or checkpoint stems of one model
         comparison |= numbers | {"diff_file": rel, "panel_file": panel_rel}
+        sides = (
+            ("a", lv.a.full_hw, lv.a.geometry),
+            ("b", lv.b.full_hw, lv.b.geometry),
+            ("diff", lv.full_hw, lv.geometry),
+        )
+        for name, full_hw, geometry in sides:  # where each map lies on the image (the page draws A | B | diff)
+            stride, origin = cell_placement(full_hw, geometry)
+            comparison[f"placement_{name}"] = {
+                "stride_hw": list(stride),
+                "cell_origin": list(origin),
+                "geometry": geometry_record(geometry),
+            }
+        stride_hw, cell_origin = cell_placement(lv.full_hw, lv.geometry)
         maps = lv.diff.maps
         # on A's grid the image covers its valid cells; a resized common grid covers just the image
         valid = valid_cells(lv.a.full_hw, lv.a.geometry) if numbers["resized_to"] is None else maps.shape[-2:]
@@ -237,6 +259,8 @@ class _DiffRun:
             non_finite=int(maps.size - np.count_nonzero(np.isfinite(maps))),
             scale=numbers["scale"],
             arrays=arrays,
+            stride_hw=stride_hw,
+            cell_origin=cell_origin,
         )
         return record, comparison
 
@@ -256,14 +280,16 @@ class _DiffRun:
                 out[f"features_{name}"] = {"file": str(path.relative_to(self.out_dir)), "shape": list(side.feat.shape)}
         return out
 
-    def stats_pass(self, images: Sequence[tuple[str, Path]], timer: Timer) -> dict[str, Any]:
+    def stats_pass(
+        self, images: Sequence[tuple[str, Path]], timer: Timer, boxes: Sequence[Sequence[float]] | None = None
+    ) -> dict[str, Any]:
         """The statistics pass of ``output.scale=per_level/per_run``: every image's diffs and sides reduced before
         anything is drawn (groups ``diff:<group>``, ``sides:<group>``). Failing images are left to the drawing."""
         started = time.perf_counter()
         spec = self.settings.scale
         books = {"diff": RangeBook(spec, signed=self.mode == "signed"), "sides": RangeBook(spec)}
         failures = len(self.failures)
-        for (im,) in ImageBatches(list(images), 1, False, self.max_pixels):
+        for (im,) in ImageBatches(list(images), 1, False, self.max_pixels, boxes):
             items = self.features(im, strict=False)
             if items is not None:
                 add_diff_stats(books, [lv for *_, lv in self.reduced(*items)[0]])
@@ -295,7 +321,8 @@ def run_diff(cfg: Config, out_dir: Path, resolved: dict[str, Any]) -> RunResult:
     inputs, strict = _diff_inputs(cfg)
     folder = RunFolder.open(out_dir, resolved, cfg.output.overwrite, [image_id for image_id, _ in inputs])
     finished = {image_id: entry for image_id, _ in inputs if (entry := folder.finished(image_id))}
-    batches = ImageBatches([i for i in inputs if i[0] not in finished], 1, strict, cfg.images.max_pixels)
+    boxes = cfg.model_a.bboxes if cfg.model_a.bboxes is not None else cfg.model_b.bboxes
+    batches = ImageBatches([i for i in inputs if i[0] not in finished], 1, strict, cfg.images.max_pixels, boxes)
     decoded = list(batches) if strict else batches  # a bad single image fails before any model is planned
     timer, cache = Timer(), activation_cache(cfg)
     sources = (
@@ -305,7 +332,7 @@ def run_diff(cfg: Config, out_dir: Path, resolved: dict[str, Any]) -> RunResult:
     with drawing_pool() as pool:
         run = _DiffRun(cfg, folder, settings, sources, pool=pool)
         if settings.scale.needs_stats:
-            run.run_ranges = run.stats_pass(inputs, timer)
+            run.run_ranges = run.stats_pass(inputs, timer, boxes)
         try:
             for entry in finished.values():
                 run.restore(entry)

@@ -16,10 +16,12 @@ from featvis_run.drawing.layout import caption_band
 from featvis_run.drawing.render import render_map_scaled, with_colorbar
 from featvis_run.experiments.settings import DrawSettings
 from featvis_run.experiments.stored import map_caption, map_scales
-from featvis_run.maps.geometry import Geometry, crop_valid, valid_cells
+from featvis_run.maps.cam import FUSED
+from featvis_run.maps.geometry import Geometry, cell_placement, crop_valid, valid_cells
+from featvis_run.maps.modes import ReducerName
 from featvis_run.maps.reduce import ReducedMap, reduce_channels, standardize
 from featvis_run.maps.scales import RangeBook, image_ranges
-from featvis_run.predictions import Detections, Predictions
+from featvis_run.predictions import Classification, Detections, Keypoints, Predictions, SegmentationMap
 from featvis_run.recording.levels import LevelKey
 from featvis_run.store.manifest import MapRecord
 from featvis_run.store.outputs import safe_name, write_array, write_image
@@ -29,27 +31,60 @@ __all__ = [
     "box_cap_note",
     "draw_levels",
     "finite_stats",
+    "keypoint_channel_names",
     "level_jobs",
     "non_finite_notes",
     "prediction_counts",
+    "prediction_record",
     "reduce_levels",
     "save_arrays",
 ]
 
 
-def prediction_counts(predictions: Predictions | None, settings: DrawSettings) -> dict[str, int]:
-    """The manifest's count of an image's predictions (boxes above the threshold and those drawn, or classes
-    predicted); none if it has none."""
+def prediction_counts(predictions: Predictions | None, settings: DrawSettings) -> dict[str, Any]:
+    """The manifest's count of an image's predictions (boxes above the threshold and those drawn, classes
+    predicted, keypoints drawn); none if it has none (the predictions themselves: :func:`prediction_record`)."""
     if predictions is None:
         return {}
-    counts = predictions.summary(settings.pred_score_thr)
+    counts: dict[str, Any] = dict(predictions.summary(settings.pred_score_thr))
     if isinstance(predictions, Detections):
         shown = settings.shown(predictions)
         counts["boxes_drawn"] = len(shown.scores) if isinstance(shown, Detections) else 0
     return counts
 
 
-def box_cap_note(image_id: str, counts: Mapping[str, int | None], max_boxes: int | None) -> str | None:
+def prediction_record(predictions: Predictions | None, settings: DrawSettings) -> dict[str, Any] | None:
+    """The manifest's ``predictions`` of an image, in original pixels: a detector's boxes at or above
+    ``output.pred_score_thr`` (Grad-CAM: the explained ones), the best ``output.max_boxes`` by score; a segmentor's
+    classes present, largest share first; a pose model's keypoints, names and skeleton. None without predictions."""
+    if isinstance(predictions, Detections):
+        kept = predictions if settings.target is not None else predictions.above(settings.pred_score_thr)
+        kept = kept.best(settings.render.max_boxes)
+        names = kept.class_names
+        boxes = [
+            {
+                "bbox": [round(float(v), 2) for v in box],
+                "label": names[int(label)] if 0 <= int(label) < len(names) else str(int(label)),
+                "score": round(float(score), 4),
+            }
+            for box, score, label in zip(kept.boxes, kept.scores, kept.labels, strict=True)
+        ]
+        return {"boxes": sorted(boxes, key=lambda b: -b["score"])}
+    if isinstance(predictions, Keypoints):
+        return predictions.record()
+    if isinstance(predictions, Classification):
+        return {"top": predictions.top()}
+    if isinstance(predictions, SegmentationMap):
+        names = predictions.class_names
+        classes = [
+            {"label": names[i] if i < len(names) else str(i), "index": i, "share": round(share, 4)}
+            for i, share in predictions.present()
+        ]
+        return {"classes": classes}
+    return None
+
+
+def box_cap_note(image_id: str, counts: Mapping[str, Any], max_boxes: int | None) -> str | None:
     """A note when ``output.max_boxes`` left some of an image's boxes out."""
     found, drawn = counts.get("detections"), counts.get("boxes_drawn")
     if found is None or drawn is None or drawn >= found or not drawn:
@@ -89,10 +124,21 @@ def reduce_levels(
     reduced = {}
     for key, feat in features.items():
         cropped = crop_valid(feat, geometry)
+        if key.level == FUSED and settings.reducer == ReducerName.eigencam.value:  # fused EigenCAM: drawn as is
+            reduced[key] = ReducedMap(cropped.astype(np.float32, copy=False), (), settings.reducer)
+            continue
         if settings.use_norm:
             cropped = standardize(cropped)
         reduced[key] = reduce_channels(cropped, settings.reducer, settings.topk, where=f"{key.layer}/{key.level}")
     return reduced
+
+
+def keypoint_channel_names(key: LevelKey, channels: int, predictions: Predictions | None) -> tuple[str, ...] | None:
+    """The keypoint names that label a pose model's heatmap channels: a map of the ``head`` recorder with one channel
+    per keypoint (``recorder=head``); None for every other map."""
+    if key.layer != "head" or not isinstance(predictions, Keypoints) or len(predictions.class_names) != channels:
+        return None
+    return predictions.class_names
 
 
 def add_run_stats(book: RangeBook, reduced: Mapping[LevelKey, ReducedMap]) -> None:
@@ -110,6 +156,7 @@ def level_jobs(
     settings: DrawSettings,
     out_dir: Path,
     run_ranges: Mapping[str, tuple[float, float] | None] | None = None,
+    ground_truth: Detections | None = None,
 ) -> list[Callable[[], tuple[MapRecord, np.ndarray | None]]]:
     """The drawing of each (C, H, W) map of one image as a job that renders it, writes it under
     ``out_dir/<image>/<layer>/<level>.<fmt>`` (with its arrays) and returns its record with the picture (jobs can
@@ -126,6 +173,7 @@ def level_jobs(
         settings: how to reduce and draw.
         out_dir: the run folder.
         run_ranges: the ranges of the run's statistics pass (``output.scale=per_level/per_run``), by group.
+        ground_truth: annotated boxes to draw on single maps (``output.draw_gt``).
     """
     shown = settings.shown(predictions)
     reduced = reduce_levels(features, geometry, settings)
@@ -134,9 +182,10 @@ def level_jobs(
     jobs = []
     for key, feat in features.items():
         target = out_dir / safe_name(image_id) / safe_name(key.layer) / f"{safe_name(key.level)}.{settings.fmt}"
-        opts = dataclasses.replace(settings.render, value_range=ranges[key])
+        names = keypoint_channel_names(key, feat.shape[0], predictions)
+        opts = dataclasses.replace(settings.render, value_range=ranges[key], channel_names=names)
         job = functools.partial(
-            _draw_level, image_id, key, feat, reduced[key], geometry, image, shown, settings, opts, target
+            _draw_level, image_id, key, feat, reduced[key], geometry, image, shown, settings, opts, target, ground_truth
         )
         jobs.append(job)
     return jobs
@@ -171,16 +220,19 @@ def _draw_level(
     settings: DrawSettings,
     opts: Any,
     target: Path,
+    ground_truth: Detections | None = None,
 ) -> tuple[MapRecord, np.ndarray | None]:
     """Draw and write one level (``output.pictures=composite|both``: the picture, captioned, with its colour bar;
     ``maps|both``: ``<level>.npy``); returns its record and the bare picture for contact sheets (None in maps
     mode)."""
     c, h, w = feat.shape
+    stride_hw, cell_origin = cell_placement((h, w), geometry)
     base = target.parents[2]
     reducer = settings.reducer if settings.reducer != "none" else f"top{len(reduced.channels)}"
     picture = written = None
     if settings.write_pictures:
-        drawn = render_map_scaled(reduced, (h, w), geometry, image, dataclasses.replace(opts, colorbar=False), shown)
+        bare = dataclasses.replace(opts, colorbar=False)
+        drawn = render_map_scaled(reduced, (h, w), geometry, image, bare, shown, ground_truth)
         picture = drawn.picture
         scale, tile_scales = drawn.scale, drawn.tile_scales
         full = with_colorbar(drawn, opts).picture
@@ -207,6 +259,8 @@ def _draw_level(
         scale=scale,
         tile_scales=tile_scales,
         arrays=arrays,
+        stride_hw=stride_hw,
+        cell_origin=cell_origin,
     )
     return record, picture
 

@@ -26,7 +26,7 @@ from featvis_run.drawing.render import render_map
 from featvis_run.experiments.draw import finite_stats
 from featvis_run.experiments.settings import DrawSettings
 from featvis_run.maps.evolution import change_to_reference, reduce_fixed, shared_range
-from featvis_run.maps.geometry import Geometry, crop_valid, valid_cells
+from featvis_run.maps.geometry import Geometry, cell_placement, crop_valid, valid_cells
 from featvis_run.maps.reduce import reduce_channels, standardize
 from featvis_run.predictions import Predictions
 from featvis_run.recording.levels import LevelKey
@@ -107,6 +107,7 @@ def write_sequence(
             arr = red.maps[0] if red.kind == "single" else red.maps
             path = write_array(stem.with_name(f"{stem.name}.npy"), np.asarray(arr, np.float32))
             arrays["map"] = {"file": str(path.relative_to(out_dir)), "shape": list(arr.shape)}
+        stride_hw, cell_origin = cell_placement(feat_hw, frame.geometry)
         records.append(
             FrameRecord(
                 image=image_id,
@@ -123,6 +124,8 @@ def write_sequence(
                 arrays=arrays,
                 checkpoint=frame.label,
                 scale=scale,
+                stride_hw=stride_hw,
+                cell_origin=cell_origin,
             )
         )
     labels = [f.label for f in frames]

@@ -6,7 +6,7 @@ from typing import Any
 
 from featvis_run.experiments.settings import DrawSettings
 from featvis_run.models.source import FeatureSource
-from featvis_run.predictions import Detections, Predictions
+from featvis_run.predictions import Classification, Detections, Predictions
 from featvis_run.schema import Config
 from featvis_run.store.cache import ActivationCache
 from featvis_run.timing import Timer
@@ -25,7 +25,11 @@ def feature_source(cfg: Config, settings: DrawSettings, cache: ActivationCache, 
 
 def explained_record(settings: DrawSettings, predictions: Predictions | None) -> dict[str, Any]:
     """The manifest's ``explained`` entry of an image (Grad-CAM runs; empty otherwise): the target, and the class,
-    score and box (original pixels, x1 y1 x2 y2) of each detection whose logit was explained, highest first."""
+    score and box (original pixels, x1 y1 x2 y2) of each detection whose logit was explained, highest first; for a
+    classifier, the class (label and index) whose logit was explained."""
+    if settings.target is not None and isinstance(predictions, Classification):
+        classes = [{"label": predictions.label(i), "index": int(i)} for i in predictions.explained]
+        return {"explained": {"target": settings.target.text, "classes": classes}}
     if settings.target is None or not isinstance(predictions, Detections):
         return {}
     names = predictions.class_names

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator, Sequence
+from dataclasses import replace
 from pathlib import Path
 
 from featvis_run.errors import ConfigError, InputError
@@ -18,7 +20,17 @@ from featvis_run.store.images import (
 from featvis_run.store.manifest import Failure
 from featvis_run.store.outputs import safe_name
 
-__all__ = ["ImageBatches", "check_inputs", "image_paths", "named_inputs", "selected_inputs", "unique_ids"]
+__all__ = [
+    "ImageBatches",
+    "check_inputs",
+    "image_paths",
+    "input_sources",
+    "named_inputs",
+    "per_box",
+    "picture_ids",
+    "selected_inputs",
+    "unique_ids",
+]
 
 
 def image_paths(cfg: Config) -> list[Path]:
@@ -72,6 +84,35 @@ def selected_inputs(spec: str | Sequence[str] | None, limit: int | None, shard: 
     return select_images(named_inputs(collect_images(spec)), limit, shard)
 
 
+def input_sources(cfg: Config) -> dict[str, str]:
+    """The run's inputs as image id -> absolute path, as the experiments name them (empty when they cannot be
+    listed): what the report page may read photos from."""
+    try:
+        if cfg.images.paths is not None:
+            inputs = selected_inputs(cfg.images.paths, cfg.images.limit, cfg.images.shard)
+        elif cfg.experiment.name == "multi_image" and cfg.image:
+            inputs = selected_inputs(cfg.image, cfg.images.limit, cfg.images.shard)
+        else:
+            inputs = named_inputs(image_paths(cfg))
+    except (ConfigError, InputError, OSError):
+        return {}
+    return {image_id: os.path.abspath(path) for image_id, path in inputs}
+
+
+def picture_ids(image_id: str, boxes: Sequence[Sequence[float]] | None) -> list[str]:
+    """The output ids of one input: ``<image>_box<i>`` per box of a pose model's ``model.bboxes``, else the id."""
+    return [image_id] if boxes is None else [f"{image_id}_box{i}" for i in range(len(boxes))]
+
+
+def per_box(image: InputImage, boxes: Sequence[Sequence[float]] | None) -> list[InputImage]:
+    """A pose model's pictures of one image: one per box of ``model.bboxes``, with ids ``<image>_box<i>`` (i from
+    0, in the list's order); the image itself (its whole area the box) without boxes."""
+    if boxes is None:
+        return [image]
+    ids = picture_ids(image.image_id, boxes)
+    return [replace(image, image_id=i, box=tuple(float(v) for v in box)) for i, box in zip(ids, boxes, strict=True)]
+
+
 class ImageBatches:
     """Decodes ``inputs`` in batches of ``batch_size`` as they are iterated.
 
@@ -81,6 +122,7 @@ class ImageBatches:
         strict: an unreadable image raises its InputError (single runs); otherwise it is listed in
             :attr:`failures` and skipped.
         max_pixels: ``images.max_pixels``: larger images are refused before they are decoded (None: no limit).
+        boxes: a pose model's ``model.bboxes``: each image is yielded once per box (see :func:`per_box`).
     """
 
     def __init__(
@@ -89,12 +131,14 @@ class ImageBatches:
         batch_size: int,
         strict: bool,
         max_pixels: int | None = DEFAULT_MAX_PIXELS,
+        boxes: Sequence[Sequence[float]] | None = None,
     ):
         if batch_size <= 0:
             raise ConfigError(f"images.batch_size={batch_size} must be a positive number of images")
         if max_pixels is not None and max_pixels <= 0:
             raise ConfigError(f"images.max_pixels={max_pixels} must be a positive number of pixels, or null")
         self.inputs, self.batch_size, self.strict, self.max_pixels = list(inputs), batch_size, strict, max_pixels
+        self.boxes = boxes
         self.failures: list[Failure] = []
 
     def __len__(self) -> int:
@@ -110,9 +154,10 @@ class ImageBatches:
                     raise
                 self.failures.append(Failure(str(path), str(err)))
                 continue
-            batch.append(InputImage(image_id, path, loaded.array, loaded.sha256, loaded.notes))
-            if len(batch) == self.batch_size:
-                yield batch
-                batch = []
+            for image in per_box(InputImage(image_id, path, loaded.array, loaded.sha256, loaded.notes), self.boxes):
+                batch.append(image)
+                if len(batch) == self.batch_size:
+                    yield batch
+                    batch = []
         if batch:
             yield batch

@@ -6,12 +6,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from featvis_run.analysis.collector import check_analysis
 from featvis_run.errors import ConfigError
 from featvis_run.experiments.checkpoints import run_checkpoints
 from featvis_run.experiments.diff import run_diff
+from featvis_run.experiments.inputs import input_sources
 from featvis_run.experiments.multi_image import run_multi_image
 from featvis_run.experiments.single import run_single
-from featvis_run.report.run_index import write_run_index
+from featvis_run.report.page import write_run_page
 from featvis_run.schema import Config
 from featvis_run.store.manifest import RunResult
 from featvis_run.store.outputs import ensure_writable_dir
@@ -40,7 +42,7 @@ def run_experiment(cfg: Config, out_dir: Path, resolved: dict[str, Any]) -> RunR
     name = cfg.experiment.name
     if name not in EXPERIMENTS:
         raise ConfigError(f"experiment={name!r} is unknown; choose one of {', '.join(EXPERIMENTS)}")
+    check_analysis(cfg.analysis, name)
     ensure_writable_dir(out_dir)
     result = EXPERIMENTS[name](cfg, out_dir, resolved)
-    write_run_index(result)
-    return result
+    return write_run_page(result, input_sources(cfg), cfg.images.max_pixels)

@@ -12,7 +12,7 @@ from featvis_run.errors import ConfigError
 from featvis_run.maps.modes import ArrayExport, PicturesMode, ReducerName, ScaleMode
 from featvis_run.maps.scales import ScaleSpec
 from featvis_run.maps.targets import Target, parse_target
-from featvis_run.predictions import Detections, Predictions
+from featvis_run.predictions import Detections, Keypoints, Predictions
 from featvis_run.schema import Config
 
 __all__ = ["DEFAULT_PICTURES", "DrawSettings", "pictures_mode"]
@@ -73,7 +73,7 @@ class DrawSettings:
 
     def shown(self, predictions: Predictions | None) -> Predictions | None:
         """The predictions to draw: none when ``output.draw_predictions`` is off, detector boxes only with
-        ``output.draw_boxes`` and at or above ``output.pred_score_thr``."""
+        ``output.draw_boxes`` and at or above ``output.pred_score_thr``; keypoints at or above it."""
         if predictions is None or not self.draw_predictions:
             return None
         if isinstance(predictions, Detections):
@@ -82,6 +82,8 @@ class DrawSettings:
             if self.target is not None:  # Grad-CAM: the explained detections, whatever their score
                 return predictions.best(self.render.max_boxes)
             return predictions.above(self.pred_score_thr).best(self.render.max_boxes)
+        if isinstance(predictions, Keypoints):
+            return predictions.above(self.pred_score_thr)
         return predictions
 
     @classmethod

@@ -24,6 +24,7 @@ from featvis_run.experiments.draw import draw_levels, non_finite_notes, predicti
 from featvis_run.experiments.evolution import Frame, write_sequence
 from featvis_run.experiments.settings import DrawSettings
 from featvis_run.maps.evolution import natural_key
+from featvis_run.maps.geometry import geometry_record
 from featvis_run.models.base import BuiltModel, CheckpointInfo, ImageFeatures, ModelPlan
 from featvis_run.models.source import record_batch
 from featvis_run.schema import (
@@ -124,7 +125,7 @@ class LiveModel:
     Args:
         model: the runner's model (wrappers are removed, see :func:`unwrap_model`).
         cfg: the training config (an mmengine Config): its test (else val) pipeline prepares the images.
-        repo: the model's library (``mmdet``, ``mmseg``).
+        repo: the model's library (``mmdet``, ``mmseg``, ``mmpretrain``).
     """
 
     def __init__(self, model: Any, cfg: Any, repo: str = "mmdet"):
@@ -156,6 +157,7 @@ class LiveModel:
 
         flags = [(m, m.training) for m in self.model.modules()]
         recorders, mappings = cfg.recorder.parsed()
+        recorders = getattr(self.adapter, "adapt_recorders", lambda r: r)(recorders)  # a classifier: its stages
         self.model.eval()
         try:
             with torch.no_grad():
@@ -194,7 +196,7 @@ def write_call(
                 send(f"featvis_{safe_name(im.image_id)}_{safe_name(record.layer)}_{safe_name(record.level)}", picture)
         g = item.geometry
         counts = prediction_counts(item.predictions, settings)
-        image_records.append(ImageRecord(str(im.path), g.ori_hw, g.input_hw, **counts))
+        image_records.append(ImageRecord(str(im.path), g.ori_hw, g.input_hw, **counts, geometry=geometry_record(g)))
         notes += [f"{im.image_id}: {n}" for n in item.notes]
         write_bytes(folder / _STATE / f"{safe_name(im.image_id)}.npz", encode_features(item))
     result = RunResult(

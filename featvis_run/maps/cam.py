@@ -19,7 +19,9 @@ import numpy as np
 
 from featvis_run.maps.geometry import Geometry, cell_span, upsample_to_canvas
 
-__all__ = ["eigen_cam", "fuse_cams", "grad_cam", "gradcam_weights", "valid_region"]
+__all__ = ["FUSED", "eigen_cam", "fuse_cams", "grad_cam", "gradcam_weights", "valid_region"]
+
+FUSED = "fused"  # the level name of a layer's fused map
 
 
 def valid_region(feat_hw: tuple[int, int], geom: Geometry) -> tuple[slice, slice]:
@@ -89,15 +91,26 @@ def fuse_cams(cams: Sequence[np.ndarray], geom: Geometry) -> np.ndarray:
     are averaged.
     """
     ih, iw = geom.img_hw
-    oy, ox = geom.offset_hw
     resized = Geometry(geom.img_hw, geom.img_hw, geom.input_hw, geom.offset_hw)
     total = np.zeros((ih, iw), np.float64)
     for cam in cams:
         rows, cols = valid_region(cam.shape, geom)
         up = upsample_to_canvas(np.nan_to_num(cam[rows, cols], nan=0.0), cam.shape, resized, (ih, iw))
+        up = np.nan_to_num(up, nan=0.0)  # a centre crop: the resized image's parts outside the input
         peak = float(up.max()) if up.size else 0.0
         if peak > 0:
             total += up / peak
     out = np.zeros((1, *geom.input_hw), np.float32)
-    out[0, oy : oy + ih, ox : ox + iw] = total / max(1, len(cams))
+    # paste the resized image's part inside the input (all of it unless the pipeline centre-cropped)
+    (src_y, dst_y), (src_x, dst_x) = (
+        _overlap(o, i, n) for o, i, n in zip(geom.offset_hw, geom.img_hw, geom.input_hw, strict=True)
+    )
+    out[0, dst_y, dst_x] = total[src_y, src_x] / max(1, len(cams))
     return out
+
+
+def _overlap(offset: int, img: int, inp: int) -> tuple[slice, slice]:
+    """Along one axis: the slices of the resized image and of the input where they overlap."""
+    lo, hi = max(0, offset), min(inp, offset + img)
+    hi = max(lo, hi)
+    return slice(lo - offset, hi - offset), slice(lo, hi)

@@ -5,6 +5,8 @@ an image's detections. Pure, no I/O.
 - ``det:<i>``: the i-th detection by score (0 = ``top``);
 - ``class:<name>``: every detection of that class scoring at or above ``output.pred_score_thr``;
 - ``all``: every detection scoring at or above ``output.pred_score_thr``.
+
+A classifier explains one class per image: ``top`` (its best class), ``class:<name>`` or ``class_idx:<i>``.
 """
 
 from __future__ import annotations
@@ -16,14 +18,19 @@ import numpy as np
 
 from featvis_run.errors import ConfigError, TargetNotFound
 
-__all__ = ["Target", "check_class", "parse_target", "select_detections"]
+__all__ = ["Target", "check_class", "parse_target", "select_class", "select_detections"]
 
-_SYNTAX = "use top, det:<i> (e.g. det:0), class:<name> (e.g. class:circle) or all"
+_SYNTAX = (
+    "use top, det:<i> (e.g. det:0), class:<name> (e.g. class:circle) or all; a classifier: top, class:<name> or "
+    "class_idx:<i>"
+)
+_CLASSIFIER = "a classifier explains one class: use target=top, class:<name> or class_idx:<i>"
 
 
 @dataclass(frozen=True)
 class Target:
-    """A parsed ``target``: ``kind`` is top, det, class or all; ``index`` / ``class_name`` go with det / class."""
+    """A parsed ``target``: ``kind`` is top, det, class, class_idx or all; ``index`` goes with det and class_idx,
+    ``class_name`` with class."""
 
     text: str
     kind: str
@@ -39,6 +46,8 @@ def parse_target(text: str) -> Target:
     kind, sep, arg = value.partition(":")
     if sep and kind == "det" and arg.strip().isdigit():
         return Target(value, "det", index=int(arg))
+    if sep and kind == "class_idx" and arg.strip().isdigit():
+        return Target(value, "class_idx", index=int(arg))
     if sep and kind == "class" and arg.strip():
         return Target(value, "class", class_name=arg.strip())
     raise ConfigError(f"target={text!r} is not a target; {_SYNTAX}")
@@ -72,6 +81,8 @@ def select_detections(
         TargetNotFound: the target matches no detection of this image (the message lists what exists).
     """
     check_class(target, class_names)
+    if target.kind == "class_idx":
+        raise ConfigError(f"target={target.text!r} names a class by index, for classifiers; use class:<name>")
     scores = np.asarray(scores, np.float64).reshape(-1)
     labels = np.asarray(labels).reshape(-1)
     order = np.argsort(-scores, kind="stable")
@@ -106,3 +117,21 @@ def select_detections(
             f"{_listing(scores, labels, class_names)})"
         )
     return chosen
+
+
+def select_class(target: Target, logits: np.ndarray, class_names: Sequence[str]) -> int:
+    """The class index a classifier's ``target`` explains on one image with these (K,) ``logits``: ``top`` the
+    best-scoring, ``class:<name>`` and ``class_idx:<i>`` a fixed one (a ConfigError when it is not a class of the
+    model, or when the target is a detector's)."""
+    count = int(np.asarray(logits).shape[-1])
+    if target.kind == "top":
+        return int(np.argmax(np.asarray(logits, np.float64)))
+    if target.kind == "class":
+        check_class(target, class_names)
+        return list(class_names).index(target.class_name)
+    if target.kind == "class_idx":
+        assert target.index is not None
+        if target.index >= count:
+            raise ConfigError(f"target={target.text!r}: the model has {count} classes (class_idx:0 to {count - 1})")
+        return target.index
+    raise ConfigError(f"target={target.text!r}: {_CLASSIFIER}")

@@ -16,21 +16,20 @@ from typing import Any
 import numpy as np
 
 from featvis_run.errors import ConfigError
-from featvis_run.maps.cam import fuse_cams, grad_cam, valid_region
+from featvis_run.maps.cam import FUSED, fuse_cams, grad_cam, valid_region
 from featvis_run.maps.geometry import Geometry
 from featvis_run.maps.targets import Target
 from featvis_run.models.base import BuiltModel, ImageFeatures
 from featvis_run.models.pool import ModelPool
 from featvis_run.models.registry import explain_batch
 from featvis_run.models.source import FeatureSource
-from featvis_run.recording.levels import LevelKey, SpatialTokens, extract_levels
+from featvis_run.recording.levels import LevelKey, SpatialTokens, StageOutputs, extract_levels
 from featvis_run.schema import ModelConfig, RecorderConfig, RecorderType
 from featvis_run.store.cache import ActivationCache
 from featvis_run.timing import Timer
 
 __all__ = ["FUSED", "CamSource", "cam_levels"]
 
-FUSED = "fused"  # the level name of a layer's fused map
 _CAM_VERSION = 1  # bump when the CAM or fusion rule changes (cached CAMs are then recomputed)
 
 
@@ -40,6 +39,8 @@ def _map_tensors(value: Any, fn: Callable[[Any], Any]) -> Any:
         return fn(value)
     if isinstance(value, SpatialTokens):
         return dataclasses.replace(value, tokens=_map_tensors(value.tokens, fn))
+    if isinstance(value, StageOutputs):
+        return dataclasses.replace(value, outputs=_map_tensors(value.outputs, fn))
     if isinstance(value, tuple) and hasattr(value, "_fields"):
         return type(value)(*(_map_tensors(v, fn) for v in value))
     if isinstance(value, (tuple, list)):

@@ -176,6 +176,7 @@ class OpenMMLabAdapter:
 
     repo = ""  # the library's package name, also its registry scope
     example_config = ""  # a packaged config name shown in error messages
+    takes_boxes = False  # whether run_batch takes person boxes (model.bboxes: top-down pose models)
 
     # ---- what a library adds ----
     def test_pipeline_cfg(self, cfg: Any, test_scale: Sequence[int] | None) -> list[dict[str, Any]]:
@@ -197,6 +198,9 @@ class OpenMMLabAdapter:
     def config_palette(self, cfg: Any) -> Any:
         """(K, 3) RGB class colours from the config's dataset, or None."""
         return None
+
+    def check_recorders(self, plan: ModelPlan, recorders: Any) -> None:
+        """Refuse, before the model is built, a recorder this kind of model cannot feed; nothing by default."""
 
     def batch_groups(self, images: Sequence[np.ndarray]) -> list[list[int]]:
         """All images in one forward pass (the data preprocessor pads them to one size)."""
@@ -227,7 +231,8 @@ class OpenMMLabAdapter:
         importing the library (importing it loads torch)."""
         spec = importlib.util.find_spec(self.repo)
         if spec is None or not spec.submodule_search_locations:
-            extra = {"mmseg": " (pip install 'featvis-run[mmseg]')"}.get(self.repo, "")
+            extras = ("mmseg", "mmpretrain", "mmpose")
+            extra = f" (pip install 'featvis-run[{self.repo}]')" if self.repo in extras else ""
             raise ModelError(f"model.repo={self.repo!r} needs the {self.repo} package, which is not installed{extra}")
         return Path(list(spec.submodule_search_locations)[0]) / ".mim" / "configs"
 
@@ -258,6 +263,11 @@ class OpenMMLabAdapter:
 
         device = device_type(mc.device, key)
         check_test_scale(mc.test_scale, key)
+        if getattr(mc, "bboxes", None) is not None and not self.takes_boxes:
+            raise ModelError(
+                f"{key}.bboxes={mc.bboxes} gives person boxes to top-down pose models ({key}.repo=mmpose); "
+                f"{key}.repo={self.repo!r} does not take them: drop {key}.bboxes"
+            )
         ref, where = config_reference(mc, key)
         config_path = self.resolve_config(ref, where)
         _check_packaged_pair(mc, key)

@@ -4,21 +4,40 @@ from __future__ import annotations
 
 import importlib
 import json
-from collections.abc import Hashable, Sequence
+from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from featvis_run.errors import ModelError
 from featvis_run.models.base import BuiltModel, ExplainedBatch, ImageResult, ModelAdapter, ModelPlan
 from featvis_run.models.pool import ModelPool, shared_pool
-from featvis_run.schema import ModelConfig
+from featvis_run.schema import ModelConfig, RecorderSpec
 
-__all__ = ["ADAPTERS", "adapter_for", "batch_groups", "build_model", "explain_batch", "plan_model", "run_batch"]
+__all__ = [
+    "ADAPTERS",
+    "EXTRAS",
+    "adapt_recorders",
+    "adapter_for",
+    "batch_groups",
+    "build_model",
+    "check_recorders",
+    "explain_batch",
+    "plan_model",
+    "run_batch",
+]
 
 #: library name -> "module:class" of its adapter (imported on first use: each pulls in torch and the library).
-ADAPTERS = {"mmdet": "featvis_run.models.mmdet:MmdetAdapter", "mmseg": "featvis_run.models.mmseg:MmsegAdapter"}
+ADAPTERS = {
+    "mmdet": "featvis_run.models.mmdet:MmdetAdapter",
+    "mmseg": "featvis_run.models.mmseg:MmsegAdapter",
+    "mmpose": "featvis_run.models.mmpose:MmposeAdapter",
+    "mmpretrain": "featvis_run.models.mmpretrain:MmpretrainAdapter",
+}
+#: the featvis-run extra that installs each library (pip install 'featvis-run[<extra>]')
+EXTRAS = {"mmseg": "mmseg", "mmpretrain": "mmpretrain", "mmpose": "mmpose"}
 
 
 def adapter_for(repo: str, key: str = "model") -> ModelAdapter:
@@ -30,10 +49,16 @@ def adapter_for(repo: str, key: str = "model") -> ModelAdapter:
         return getattr(importlib.import_module(module), name)()
     except ModuleNotFoundError as err:
         package = (err.name or repo).split(".")[0]
+        fix = f"pip install 'featvis-run[{EXTRAS[repo]}]'" if repo in EXTRAS else f"pip install {package}"
         raise ModelError(
-            f"{key}.repo={repo!r} needs the package {package!r}, which is not installed here; install it (for mmseg: "
-            "pip install 'featvis-run[mmseg]')"
+            f"{key}.repo={repo!r} needs the package {package!r}, which is not installed here; install it ({fix})"
         ) from err
+
+
+def adapt_recorders(plan: ModelPlan, recorders: dict[str, RecorderSpec]) -> dict[str, RecorderSpec]:
+    """The recorders as the model's library records them (a classifier's ``recorder=backbone``: its stages)."""
+    adapt = getattr(adapter_for(plan.repo, plan.key), "adapt_recorders", None)
+    return adapt(recorders) if adapt is not None else recorders
 
 
 def plan_model(mc: ModelConfig, key: str = "model", pool: ModelPool | None = None) -> ModelPlan:
@@ -71,9 +96,23 @@ def batch_groups(plan: ModelPlan, images: Sequence[np.ndarray]) -> list[list[int
     return adapter_for(plan.repo, plan.key).batch_groups(images)
 
 
-def run_batch(built: BuiltModel, images: Sequence[np.ndarray]) -> list[ImageResult]:
-    """Run BGR images through a built model as one batch (see :meth:`ModelAdapter.run_batch`)."""
-    return adapter_for(built.plan.repo, built.plan.key).run_batch(built, images)
+def run_batch(
+    built: BuiltModel, images: Sequence[np.ndarray], boxes: Sequence[Sequence[float] | None] | None = None
+) -> list[ImageResult]:
+    """Run BGR images through a built model as one batch (see :meth:`ModelAdapter.run_batch`); ``boxes`` (a person
+    box per image, or None for the whole image) go to adapters that take them (top-down pose models)."""
+    adapter = adapter_for(built.plan.repo, built.plan.key)
+    if boxes is not None and any(b is not None for b in boxes):
+        return adapter.run_batch(built, images, boxes=boxes)
+    return adapter.run_batch(built, images)
+
+
+def check_recorders(plan: ModelPlan, recorders: Mapping[str, Any]) -> None:
+    """Refuse, before the model is built, recorders the planned model cannot feed (e.g. ``recorder=head`` on a pose
+    model whose head outputs coordinates): the adapter's ``check_recorders``, when it has one."""
+    check = getattr(adapter_for(plan.repo, plan.key), "check_recorders", None)
+    if check is not None:
+        check(plan, recorders)
 
 
 def explain_batch(built: BuiltModel, images: Sequence[np.ndarray], target: object, score_thr: float) -> ExplainedBatch:

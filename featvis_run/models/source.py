@@ -12,7 +12,14 @@ import numpy as np
 from featvis_run.errors import ConfigError, RecordingError
 from featvis_run.models.base import BuiltModel, CheckpointInfo, ImageFeatures, ImageResult, PredictionFailed
 from featvis_run.models.pool import ModelPool
-from featvis_run.models.registry import batch_groups, build_model, plan_model, run_batch
+from featvis_run.models.registry import (
+    adapt_recorders,
+    batch_groups,
+    build_model,
+    check_recorders,
+    plan_model,
+    run_batch,
+)
 from featvis_run.recording.levels import extract_levels
 from featvis_run.schema import MappingSpec, ModelConfig, RecorderConfig, RecorderSpec
 from featvis_run.store.cache import ActivationCache
@@ -28,16 +35,18 @@ def record_batch(
     arrays: Sequence[np.ndarray],
     recorders: dict[str, RecorderSpec],
     mappings: dict[str, MappingSpec],
+    boxes: Sequence[Sequence[float] | None] | None = None,
 ) -> list[ImageFeatures]:
     """One forward pass of ``built`` over BGR images with the recorders attached: each image's maps, geometry and
-    predictions (maps recorded before a failing head are kept, with a note)."""
+    predictions (maps recorded before a failing head are kept, with a note). ``boxes``: a pose model's person box
+    per image (None: the whole image)."""
     from featvis_run.recording.recorder import FeatureRecorder
 
     recorder = FeatureRecorder(built.model, recorders, mappings, batch=len(arrays))
     failure: PredictionFailed | None = None
     with recorder:
         try:
-            results = run_batch(built, arrays)
+            results = run_batch(built, arrays, boxes)
         except PredictionFailed as err:  # keep what was recorded before the head failed
             failure = err
             note = f"the model failed after its inputs were prepared ({err}); maps drawn without predictions"
@@ -94,6 +103,7 @@ class FeatureSource:
             )
         else:
             self.recorders, self.mappings = recorder.parsed()
+        self.recorders = adapt_recorders(self.plan, self.recorders)
         self._precheck()
         self.spec = {
             "recorders": {k: asdict(v) for k, v in self.recorders.items()},
@@ -112,6 +122,7 @@ class FeatureSource:
 
         for level, mapping in self.mappings.items():
             parse_data_path(mapping.data_idx, f"mapping {level!r} (recorder {mapping.recorder!r})")
+        check_recorders(self.plan, self.recorders)
         model_cfg = self.plan.cfg.model
         for name, spec in self.recorders.items():
             if spec.level_prefix and spec.source in ("neck", "backbone") and not model_cfg.get(spec.source):
@@ -151,14 +162,15 @@ class FeatureSource:
     def features(self, images: Sequence[InputImage]) -> list[ImageFeatures]:
         """Each image's maps, predictions and geometry; cache misses run through the model as one batch."""
         started = time.perf_counter()
-        keys = [self.cache.key(self.plan.identity, im.sha256, self.spec) for im in images]
+        keys = [self.cache.key(self.plan.identity, im.sha256, self._spec(im)) for im in images]
         found: list[ImageFeatures | None] = [
             self.cache.get(k, str(im.path)) for k, im in zip(keys, images, strict=True)
         ]
         self.timer.add("cache_read", started)
         missing = [i for i, item in enumerate(found) if item is None]
         if missing:
-            computed = self._forward([images[i].array for i in missing])
+            arrays, boxes = [images[i].array for i in missing], [images[i].box for i in missing]
+            computed = self._forward(arrays, boxes) if any(b is not None for b in boxes) else self._forward(arrays)
             started = time.perf_counter()
             for i, item in zip(missing, computed, strict=True):
                 found[i] = self.cache.quantize(item)  # as the cache holds it: a later hit draws the same
@@ -170,18 +182,28 @@ class FeatureSource:
             self.classes = known[0].class_names
         return items
 
-    def _forward(self, arrays: Sequence[np.ndarray]) -> list[ImageFeatures]:
+    def _spec(self, image: InputImage) -> dict:
+        """What the cache key holds besides the model and the image: the recorder spec, and a pose box."""
+        return self.spec if image.box is None else {**self.spec, "box": [float(v) for v in image.box]}
+
+    def _forward(
+        self, arrays: Sequence[np.ndarray], boxes: Sequence[Sequence[float] | None] | None = None
+    ) -> list[ImageFeatures]:
         """Record the images in as few forward passes as the model allows (one, unless sizes must match)."""
         built = self.model()
+        boxes = list(boxes) if boxes is not None else [None] * len(arrays)
         out: list[ImageFeatures | None] = [None] * len(arrays)
         for group in batch_groups(self.plan, arrays):
-            for i, item in zip(group, self._forward_pass(built, [arrays[i] for i in group]), strict=True):
+            items = self._forward_pass(built, [arrays[i] for i in group], [boxes[i] for i in group])
+            for i, item in zip(group, items, strict=True):
                 out[i] = item
         return [item for item in out if item is not None]
 
-    def _forward_pass(self, built: BuiltModel, arrays: Sequence[np.ndarray]) -> list[ImageFeatures]:
+    def _forward_pass(
+        self, built: BuiltModel, arrays: Sequence[np.ndarray], boxes: Sequence[Sequence[float] | None]
+    ) -> list[ImageFeatures]:
         started = time.perf_counter()
-        items = record_batch(built, arrays, self.recorders, self.mappings)
+        items = record_batch(built, arrays, self.recorders, self.mappings, boxes)
         self.forward_passes += 1
         self.timer.add("forward", started)
         return items

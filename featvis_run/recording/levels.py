@@ -24,11 +24,13 @@ __all__ = [
     "LevelKey",
     "ParameterValue",
     "SpatialTokens",
+    "StageOutputs",
     "missing_part",
     "as_maps",
     "check_map_value",
     "extract_levels",
     "hw_pair",
+    "stage_maps",
 ]
 
 
@@ -51,6 +53,16 @@ class SpatialTokens:
     def levels(self) -> tuple[np.ndarray, ...]:
         """One (N, C, h, w) array per level."""
         return tuple(split_token_levels(_array(self.tokens), self.shapes))
+
+
+@dataclass(frozen=True)
+class StageOutputs:
+    """What the parts of a backbone output in one forward pass (a ``stage_outputs`` recorder): ``outputs`` by module
+    name, in the order the calls finished; ``extra_tokens`` leading non-grid tokens of its token outputs (a ViT's
+    class token, a DeiT's distillation token: the backbone's ``num_extra_tokens``)."""
+
+    outputs: dict[str, Any]
+    extra_tokens: int = 0
 
 
 @dataclass(frozen=True)
@@ -171,7 +183,7 @@ def as_maps(
         if grid is not None or carried_hw is not None:
             hw = tuple(grid if grid is not None else carried_hw)
         else:
-            hw = infer_token_grid(length, input_hw, extra_tokens)
+            hw, extra_tokens = _token_grid(length, input_hw, extra_tokens)
         return tokens_to_maps(arr, hw, extra_tokens)
     except GridError as err:
         raise RecordingError(
@@ -179,6 +191,22 @@ def as_maps(
             f"grid: [H, W] and/or extra_tokens: N (leading class/distillation tokens), e.g. "
             f"'+recorder.mappings.x={{recorder:...,grid:[H,W],extra_tokens:1}}'"
         ) from None
+
+
+_MAX_EXTRA_TOKENS = 8  # class + distillation + register tokens a ViT may lead its sequence with
+
+
+def _token_grid(length: int, input_hw: Sequence[int], extra_tokens: int) -> tuple[tuple[int, int], int]:
+    """The grid of ``length`` tokens and the leading extra tokens it leaves out: ``extra_tokens`` when given, else
+    the fewest (0, 1, ... 8: a ViT's class, distillation and register tokens) that leave a grid fitting the input."""
+    if extra_tokens:
+        return infer_token_grid(length, input_hw, extra_tokens), extra_tokens
+    for extra in range(min(_MAX_EXTRA_TOKENS, length - 1) + 1):
+        try:
+            return infer_token_grid(length, input_hw, extra), extra
+        except GridError:
+            continue
+    return infer_token_grid(length, input_hw, 0), 0  # raises the GridError for no extra tokens
 
 
 def _expand(value: Any) -> Any:
@@ -214,20 +242,46 @@ def _items(value: Any) -> list[tuple[str, Any, tuple[int, int] | None]]:
     return found
 
 
+def stage_maps(value: StageOutputs, batch: int, input_hw: Sequence[int]) -> list[tuple[str, np.ndarray]]:
+    """A backbone's stages: of the maps its parts output, the last one of each size (a stage's output, after any
+    norm applied to it), in call order, as (module name, (N, C, H, W)) pairs. Token outputs are laid on their grid
+    (the (H, W) they carry, else the one their stride implies after ``extra_tokens``); outputs that are no map
+    (pooled vectors, 1 x 1 maps, sequences without a grid) are left out."""
+    last: dict[tuple[int, ...], tuple[int, str, np.ndarray]] = {}
+    for order, (name, out) in enumerate(value.outputs.items()):
+        tensor, carried = out, None
+        if isinstance(out, (tuple, list)) and out and _is_array(out[0]):
+            tensor, carried = out[0], hw_pair(out[1]) if len(out) > 1 else None
+        if not (_is_array(tensor) and getattr(tensor, "ndim", 0) in (3, 4) and tensor.shape[0] == batch):
+            continue
+        extra = 0 if carried is not None or tensor.ndim == 4 else value.extra_tokens
+        try:
+            m = as_maps(tensor, name, batch, input_hw, extra_tokens=extra, carried_hw=carried)
+        except RecordingError:
+            continue
+        if m.shape[-2] * m.shape[-1] > 1:
+            last[tuple(m.shape[-2:])] = (order, name, m)
+    return [(name, m) for _, name, m in sorted(last.values(), key=lambda entry: entry[0])]
+
+
 def _unmapped_levels(
     name: str, spec: RecorderSpec, value: Any, batch: int, input_hw: Sequence[int]
 ) -> dict[LevelKey, np.ndarray]:
-    items = _items(value)
-    if not items:
+    if isinstance(value, StageOutputs):
+        labelled = stage_maps(value, batch, input_hw)
+    else:
+        items = _items(value)
+        maps = [as_maps(v, f"{name}/{label}", batch, input_hw, carried_hw=hw) for label, v, hw in items]
+        labelled = [(label, m) for (label, _, _), m in zip(items, maps, strict=True)]
+    if not labelled:
         raise RecordingError(
             f"recorder {name!r} ({spec.source}) recorded {describe(value)}, which holds no feature map; "
             "record another module, or add a mapping with a data_idx path"
         )
-    maps = [as_maps(v, f"{name}/{label}", batch, input_hw, carried_hw=hw) for label, v, hw in items]
     if spec.level_prefix:
-        named = stride_names(spec.level_prefix, input_hw, [m.shape[-2:] for m in maps])
-        return {LevelKey(name, level): maps[i] for i, level in named}
-    return {LevelKey(name, label): m for (label, _, _), m in zip(items, maps, strict=True)}
+        named = stride_names(spec.level_prefix, input_hw, [m.shape[-2:] for _, m in labelled])
+        return {LevelKey(name, level): labelled[i][1] for i, level in named}
+    return {LevelKey(name, label): m for label, m in labelled}
 
 
 def select_level(records: Mapping[str, list[Any]], level: str, mapping: MappingSpec) -> tuple[Any, Any]:

@@ -20,11 +20,17 @@ import torch
 from torch import nn
 
 from featvis_run.errors import RecordingError
-from featvis_run.recording.levels import ParameterValue, SpatialTokens, check_map_value, missing_part
+from featvis_run.recording.levels import (
+    ParameterValue,
+    SpatialTokens,
+    StageOutputs,
+    check_map_value,
+    missing_part,
+)
 from featvis_run.recording.select import select_record
 from featvis_run.schema import MappingSpec, RecorderSpec, RecorderType
 
-__all__ = ["FeatureRecorder", "find_module"]
+__all__ = ["FeatureRecorder", "find_module", "stage_parts"]
 
 
 def find_module(model: nn.Module, name: str) -> nn.Module:
@@ -38,6 +44,18 @@ def find_module(model: nn.Module, name: str) -> nn.Module:
     raise RecordingError(
         f"no module named {name!r} in the model ({hint}); list all names with `featvis-run mode=layers`"
     )
+
+
+def stage_parts(module: nn.Module) -> list[tuple[str, nn.Module]]:
+    """The parts of a backbone whose outputs may be stages: its direct children, and the elements of its
+    ``ModuleList`` / ``Sequential`` children (ResNet's ``layer1``.., ConvNeXt's ``stages.0``.., a ViT's ``layers.0``..),
+    by dotted name."""
+    parts = []
+    for name, child in module.named_children():
+        parts.append((name, child))
+        if isinstance(child, (nn.ModuleList, nn.Sequential)):
+            parts += [(f"{name}.{sub}", grandchild) for sub, grandchild in child.named_children()]
+    return parts
 
 
 def _import_attr(path: str) -> tuple[Any, str, Any]:
@@ -115,7 +133,7 @@ class FeatureRecorder:
         self._targets = {name: self._resolve(name, spec) for name, spec in self.specs.items()}
 
     def _resolve(self, name: str, spec: RecorderSpec) -> Any:
-        if spec.type in (RecorderType.module_outputs, RecorderType.module_inputs):
+        if spec.type in (RecorderType.module_outputs, RecorderType.module_inputs, RecorderType.stage_outputs):
             try:
                 return find_module(self.model, spec.source)
             except RecordingError as err:
@@ -199,10 +217,26 @@ class FeatureRecorder:
                 self._wrap_encoder(target, add)
             elif spec.type is RecorderType.parameter:
                 add(ParameterValue(target.detach()))
+            elif spec.type is RecorderType.stage_outputs:
+                self._hook_stages(target, add)
             else:
                 inputs = spec.type in (RecorderType.method_inputs, RecorderType.function_inputs)
                 self._wrap(target, add, inputs)
         return self
+
+    def _hook_stages(self, backbone: nn.Module, add: Callable[[Any], None]) -> None:
+        """Record what each of :func:`stage_parts` outputs into one :class:`StageOutputs` per forward pass, in the
+        order the calls finish (a part called again moves to the end)."""
+        stages = StageOutputs({}, int(getattr(backbone, "num_extra_tokens", 0) or 0))
+        add(stages)
+
+        def keep(name: str, out: Any) -> None:
+            stages.outputs.pop(name, None)
+            stages.outputs[name] = self._keep(out)
+
+        for name, part in stage_parts(backbone):
+            handle = part.register_forward_hook(lambda m, i, o, name=name: keep(name, o))
+            self._undo.append(handle.remove)
 
     def _wrap_encoder(self, method: str, add: Callable[[Any], None]) -> None:
         """Wrap the detector's ``pre_transformer`` (to see the feature maps fed in) and ``method`` (the encoder

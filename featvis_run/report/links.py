@@ -1,4 +1,4 @@
-"""Relative links in the HTML pages featvis-run writes (a run's ``index.html``, a sweep's gallery)."""
+"""Relative links in the HTML pages featvis-run writes from Python (the channel atlas)."""
 
 from __future__ import annotations
 

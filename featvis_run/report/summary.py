@@ -11,7 +11,7 @@ from rich.table import Table
 
 from featvis_run.store.manifest import RunResult
 
-__all__ = ["make_console", "print_job_line", "print_layers", "print_summary"]
+__all__ = ["explained_lines", "make_console", "print_job_line", "print_layers", "print_summary"]
 
 
 def make_console() -> Console:
@@ -83,11 +83,18 @@ def print_summary(result: RunResult, console: Console | None = None) -> None:
         console.print(_checkpoints_table(result))
     else:
         console.print(_outputs_table(result) if result.experiment == "single" else _levels_table(result))
+    metrics = result.extra.get("metrics")
+    if metrics:
+        console.print(_metrics_line(metrics), highlight=False)
+    for line in explained_lines(result):
+        console.print(f"[bold]explained[/] {_e(line)}", highlight=False)
     for note in result.notes:
         style = "bold red" if note.startswith(_LOUD) else "yellow"
         console.print(f"[{style}]note:[/] {_e(note)}")
     for f in result.failures:
         console.print(f"[bold red]failed:[/] {_e(f.item)}: {_e(f.reason)}")
+    if result.extra.get("analysis"):
+        _print_analysis(result.extra["analysis"], console)
     cache = result.extra.get("cache")
     if cache:
         state = "off" if not cache["enabled"] else ("hit" if result.extra["cache_hit"] else "miss")
@@ -108,6 +115,55 @@ def print_summary(result: RunResult, console: Console | None = None) -> None:
     console.print(f"[bold]timings[/] {_e(timings)}")
     index = result.out_dir / "index.html"
     console.print(f"[bold]output[/] {_e(result.out_dir)}  (manifest.json{', index.html' if index.exists() else ''})")
+
+
+def _print_analysis(entry: dict[str, Any], console: Console) -> None:
+    """The channel statistics (dead channels per level, loud) and the atlas of ``analysis.*``."""
+    if entry.get("channels_csv"):
+        levels = entry.get("levels", [])
+        dead = [lv for lv in levels if lv["dead"]]
+        found = f"{sum(len(lv['dead']) for lv in dead)} dead channel(s)" if dead else "no dead channel"
+        console.print(
+            f"[bold]channels[/] {_e(entry['channels_csv'])}: {len(levels)} level(s) over {entry['images']} image(s), "
+            f"{found}",
+            highlight=False,
+        )
+        for lv in dead:
+            where = f"{lv['layer']}/{lv['level']}: {len(lv['dead'])} of {lv['channels']} ({_channels(lv['dead'])})"
+            console.print(f"  [bold red]dead:[/] {_e(where)}", highlight=False)
+    if entry.get("atlas"):
+        console.print(
+            f"[bold]atlas[/] {_e(entry['atlas'])} (top {entry['top_images']} image(s) per channel)", highlight=False
+        )
+
+
+def _metrics_line(block: dict[str, Any]) -> str:
+    """The explanation metrics' means (and the random baseline's) on one line."""
+    keys = ("pointing_game", "energy_in_boxes", "deletion_auc", "insertion_auc")
+
+    def values(b: dict[str, Any]) -> str:
+        return "  ".join(f"{k} {_num(b.get(k))}" for k in keys)
+
+    head = f"[bold]metrics[/] {_e(block.get('reducer'))} {_e(block.get('layer'))}, {block.get('images', 0)} image(s): "
+    line = head + _e(values(block))
+    if block.get("random"):
+        line += f"  [dim]random: {_e(values(block['random']))}[/]"
+    return line
+
+
+def explained_lines(result: RunResult, shown: int = 3) -> list[str]:
+    """Grad-CAM/EigenCAM runs: per image, the target and the detections explained (the best ``shown``)."""
+    lines = []
+    for image in result.images:
+        explained = image.explained or {}
+        if not explained:
+            continue
+        dets = explained.get("detections") or []
+        listed = ", ".join(f"{d['class']} {d['score']:.2f} at {[round(v) for v in d['box']]}" for d in dets[:shown])
+        more = f" (+{len(dets) - shown} more)" if len(dets) > shown else ""
+        what = f"{len(dets)} detection(s): {listed}{more}" if dets else "no detection"
+        lines.append(f"{image.id or image.path}: target {explained.get('target')}; {what}")
+    return lines
 
 
 def _outputs_table(result: RunResult) -> Table:

@@ -2,9 +2,10 @@
 
 Works with any launcher (in-process, joblib, submitit), since it reads each job's ``.hydra/overrides.yaml`` and its
 ``manifest.json`` (or ``error.json``) rather than in-process state. Writes ``summary.json``, ``summary.csv`` and an
-``index.html`` gallery (rows: one swept key, columns: the others; each picture captioned with its layer and level)
-into the sweep folder and prints the table. Jobs whose pictures are byte-identical to an earlier job's (e.g. topk
-with a reducer that ignores it) are marked duplicates, and the gallery says which jobs share a colour scale.
+``index.html`` page (the report page of :mod:`featvis_run.report.page`: pick jobs and compare them side by side on
+one image and level) into the sweep folder and prints the table. Jobs whose pictures are byte-identical to an earlier
+job's (e.g. topk with a reducer that ignores it) are marked duplicates, and the page says which jobs share a colour
+scale.
 A sweep with a job that did not end ``ok`` exits with status 1 once the summary is written.
 """
 
@@ -12,7 +13,6 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import html
 import io
 import json
 import os
@@ -24,7 +24,7 @@ from typing import Any
 
 from hydra.experimental.callback import Callback
 
-from featvis_run.report.links import href
+from featvis_run.report.page import write_sweep_page
 from featvis_run.store.outputs import write_bytes, write_json
 
 __all__ = ["JobRow", "SweepSummaryCallback", "build_summary", "mark_duplicates", "scale_sharing", "write_summary"]
@@ -49,6 +49,7 @@ class JobRow:
     digest: str | None = None  # sha256 over the job's pictures (names within the job and bytes)
     duplicate_of: str | None = None  # an earlier job whose pictures are byte-identical
     scale: dict[str, Any] | None = None  # the manifest's colour scale block (mode, fixed range, run ranges)
+    metrics: dict[str, Any] | None = None  # the manifest's explanation metrics means (analysis.metrics)
 
 
 def _overrides(job_dir: Path) -> dict[str, str]:
@@ -89,6 +90,7 @@ def _read_job(job_dir: Path, sweep_dir: Path) -> JobRow:
             captions=tuple(captions),
             digest=_digest(job_dir, [o["file"] for o in m["outputs"]]),
             scale=m.get("scale"),
+            metrics=m.get("metrics"),
         )
     error = job_dir / "error.json"
     if error.exists():
@@ -156,6 +158,7 @@ def _csv(rows: Sequence[JobRow]) -> str:
             "seconds",
             "duplicate_of",
             "error",
+            *METRIC_COLUMNS,
         ]
     )
     for r in rows:
@@ -164,25 +167,29 @@ def _csv(rows: Sequence[JobRow]) -> str:
         writer.writerow(
             [r.job, overrides, r.status, r.outputs, r.images, r.failures, r.cache_hit, r.forward_passes, seconds]
             + [r.duplicate_of or "", r.error or ""]
+            + [_metric(r, col) for col in METRIC_COLUMNS]
         )
     return buf.getvalue()
 
 
-def _cell(row: JobRow | None) -> str:
-    if row is None:
-        return "<td class='empty'>-</td>"
-    head = f"<div class='job'>{html.escape(row.job)} <span class='{row.status}'>{row.status}</span></div>"
-    if row.error:
-        head += f"<div class='err'>{html.escape(row.error)}</div>"
-    if row.duplicate_of:
-        head += f"<div class='dup'>duplicate: pictures identical to job {html.escape(row.duplicate_of)}</div>"
-    captions = row.captions or tuple(Path(f).stem for f in row.files)
-    imgs = "".join(
-        f"<figure><a href='{href(f)}'><img src='{href(f)}' title='{html.escape(f)}' loading='lazy'></a>"
-        f"<figcaption>{html.escape(c)}</figcaption></figure>"
-        for f, c in zip(row.files, captions, strict=False)
-    )
-    return f"<td>{head}{imgs}</td>"
+#: explanation metrics shown per job (means over its images; ``random_*``: the random baseline's)
+METRIC_COLUMNS = (
+    "pointing_game",
+    "energy_in_boxes",
+    "deletion_auc",
+    "insertion_auc",
+    "random_deletion_auc",
+    "random_insertion_auc",
+)
+
+
+def _metric(row: JobRow, column: str) -> str:
+    """A job's mean of one metric as text (4 decimals), empty when it has none."""
+    block = row.metrics or {}
+    if column.startswith("random_"):
+        block, column = block.get("random") or {}, column.removeprefix("random_")
+    value = block.get(column)
+    return "" if value is None else f"{value:.4f}"
 
 
 def _scale_key(row: JobRow) -> str | None:
@@ -219,43 +226,12 @@ def scale_sharing(rows: Sequence[JobRow]) -> str:
     )
 
 
-def _gallery(rows: Sequence[JobRow], title: str) -> str:
-    keys = _swept_keys(rows)
-    row_key, col_keys = (keys[0], keys[1:]) if keys else (None, [])
-
-    def col_label(r: JobRow) -> str:
-        return ", ".join(f"{k}={r.overrides.get(k, '')}" for k in col_keys) or "job"
-
-    row_values = list(dict.fromkeys(r.overrides.get(row_key, "") for r in rows)) if row_key else [""]
-    col_values = list(dict.fromkeys(col_label(r) for r in rows))
-    grid = {(r.overrides.get(row_key, "") if row_key else "", col_label(r)): r for r in rows}
-    header = "".join(f"<th>{html.escape(c)}</th>" for c in col_values)
-    body = ""
-    for rv in row_values:
-        label = f"{row_key}={rv}" if row_key else ""
-        cells = "".join(_cell(grid.get((rv, cv))) for cv in col_values)
-        body += f"<tr><th>{html.escape(label)}</th>{cells}</tr>\n"
-    style = (
-        "body{font-family:sans-serif;margin:1em}table{border-collapse:collapse}td,th{border:1px solid #ccc;"
-        "padding:4px;vertical-align:top}img{height:120px;margin:2px;display:block}.ok{color:green}.failed,.error,"
-        ".missing{color:#b00}.err{color:#b00;font-size:small;max-width:40em}.job{font-size:small}"
-        "figure{display:inline-block;margin:2px}figcaption{font-size:small;text-align:center}.dup{color:#a60}"
-    )
-    dups = [r for r in rows if r.duplicate_of]
-    notes = f"<p>{html.escape(scale_sharing(rows))}</p>"
-    if dups:
-        listed = ", ".join(f"{r.job} = {r.duplicate_of}" for r in dups)
-        notes += f"<p class='dup'>{len(dups)} duplicate job(s), pictures byte-identical: {html.escape(listed)}</p>"
-    return (
-        f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
-        f"<style>{style}</style></head><body><h1>{html.escape(title)}</h1>{notes}"
-        f"<table><tr><th></th>{header}</tr>\n{body}</table></body></html>\n"
-    )
-
-
 def write_summary(sweep_dir: Path, print_table: bool = True) -> list[JobRow]:
     """Build the summary of ``sweep_dir`` and write ``summary.json``, ``summary.csv`` and ``index.html``."""
     rows = build_summary(sweep_dir)
+    from featvis_run.analysis.sweep_merge import merge_sweep_channels  # analysis.channels: shards merged
+
+    channels = merge_sweep_channels(sweep_dir, [(r.job, r.overrides) for r in rows])
     payload = {
         "sweep_dir": str(sweep_dir),
         "summary_pid": os.getpid(),
@@ -266,15 +242,29 @@ def write_summary(sweep_dir: Path, print_table: bool = True) -> list[JobRow]:
         "duplicates": {r.job: r.duplicate_of for r in rows if r.duplicate_of},
         "scale_sharing": scale_sharing(rows),
         "rows": [asdict(r) for r in rows],
+        **({"channels": channels.files} if channels.files else {}),
+        **({"channel_notes": channels.notes} if channels.notes else {}),
     }
     write_json(sweep_dir / "summary.json", payload, overwrite=True)
     write_bytes(sweep_dir / "summary.csv", _csv(rows).encode(), overwrite=True)
-    write_bytes(
-        sweep_dir / "index.html", _gallery(rows, f"featvis-run sweep {sweep_dir.name}").encode(), overwrite=True
-    )
+    write_sweep_page(sweep_dir, rows, payload["swept"], payload["scale_sharing"])
     if print_table:
         _print(rows, sweep_dir)
+        _print_channels(channels.files, channels.notes)
     return rows
+
+
+def _print_channels(files: dict[str, list[str]], notes: list[str]) -> None:
+    """The merged channel statistics of a sharded sweep (analysis.channels=true), and groups not merged."""
+    from rich.markup import escape
+
+    from featvis_run.report.summary import make_console
+
+    console = make_console()
+    for rel, jobs in files.items():
+        console.print(f"[bold]channels[/] {escape(rel)}: merged over {len(jobs)} shard(s)", highlight=False)
+    for note in notes:
+        console.print(f"[yellow]note:[/] {escape(note)}", highlight=False)
 
 
 def _print(rows: Sequence[JobRow], sweep_dir: Path) -> None:
@@ -284,11 +274,24 @@ def _print(rows: Sequence[JobRow], sweep_dir: Path) -> None:
     from featvis_run.report.summary import make_console
 
     table = Table(title=f"sweep: {len(rows)} jobs, {sum(r.forward_passes for r in rows)} forward passes")
-    for col in ("job", "status", "outputs", "cache hit", "forward passes", "seconds", "duplicate of", "error"):
+    with_metrics = any(r.metrics for r in rows)
+    metric_cols = METRIC_COLUMNS if with_metrics else ()
+    short = {
+        "pointing_game": "pointing",
+        "energy_in_boxes": "energy",
+        "deletion_auc": "deletion",
+        "insertion_auc": "insertion",
+        "random_deletion_auc": "random del.",
+        "random_insertion_auc": "random ins.",
+    }
+    for col in ("job", "status", "outputs", "cache hit", "forward passes", "seconds", *metric_cols):
+        table.add_column(short.get(col, col), overflow="fold")
+    for col in ("duplicate of", "error"):
         table.add_column(col, overflow="fold")
     for r in rows:
         seconds = f"{sum(r.timings.values()):.2f}"
         row = (r.job, r.status, str(r.outputs), str(r.cache_hit), str(r.forward_passes), seconds)
+        row += tuple(_metric(r, c) for c in metric_cols)
         table.add_row(*(escape(cell) for cell in (*row, r.duplicate_of or "", r.error or "")))
     console = make_console()
     console.print(table)

@@ -40,9 +40,9 @@ from typing import Any
 import numpy as np
 
 from featvis_run.hashing import stable_hash
-from featvis_run.maps.geometry import Geometry
+from featvis_run.maps.geometry import Geometry, geometry_record
 from featvis_run.models.base import ImageFeatures
-from featvis_run.predictions import Detections, Predictions, SegmentationMap
+from featvis_run.predictions import Classification, Detections, Keypoints, Predictions, SegmentationMap
 from featvis_run.recording.levels import LevelKey
 from featvis_run.store.outputs import write_bytes
 
@@ -56,9 +56,9 @@ __all__ = [
     "quantize_level",
 ]
 
-_LIBRARIES = ("featvis-run", "torch", "mmcv", "mmdet", "mmengine", "mmsegmentation", "numpy")
-_FORMAT = 6  # 6: entries hold their key
-_READABLE_FORMATS = (5, 6)  # decode_features also reads format 5 (state files of earlier training runs)
+_LIBRARIES = ("featvis-run", "torch", "mmcv", "mmdet", "mmengine", "mmsegmentation", "mmpose", "numpy")
+_FORMAT = 7  # 6: entries hold their key; 7: geometry as named fields with signed offsets and an affine
+_READABLE_FORMATS = (5, 6, 7)  # decode_features also reads 5 and 6 (state files of earlier training runs)
 _STALE_TMP_SECONDS = 15 * 60
 _EVICT_TO = 0.8
 
@@ -112,16 +112,22 @@ def _encode(item: ImageFeatures, key: str | None = None, image_sha256: str | Non
         "image_sha256": image_sha256,
         "levels": [[k.layer, k.level] for k in levels],
         "scales": [scale for _, scale in packed],
-        "geometry": [g.ori_hw, g.img_hw, g.input_hw, g.offset_hw],
+        "geometry": geometry_record(g),  # format 7: named pairs (offsets may be negative), affine
         "predictions": type(pred).__name__ if pred is not None else None,
         "class_names": list(pred.class_names) if pred is not None else [],
         "notes": list(item.notes),
+        "explained": list(pred.explained) if isinstance(pred, Classification) else [],
     }
     arrays: dict[str, np.ndarray] = {f"level_{i}": values for i, (values, _) in enumerate(packed)}
     if isinstance(pred, Detections):
         arrays |= {"boxes": pred.boxes, "scores": pred.scores, "labels": pred.labels}
     elif isinstance(pred, SegmentationMap):
         arrays |= {"seg_labels": pred.labels, "palette": pred.palette}
+    elif isinstance(pred, Keypoints):
+        skeleton = np.asarray(pred.skeleton, np.int64).reshape(-1, 2)
+        arrays |= {"keypoints": pred.points, "keypoint_scores": pred.scores, "skeleton": skeleton}
+    elif isinstance(pred, Classification):
+        arrays |= {"top_indices": pred.indices, "top_scores": pred.scores}
     buf = io.BytesIO()
     np.savez_compressed(buf, meta=np.array(json.dumps(meta)), **arrays)
     return buf.getvalue()
@@ -133,7 +139,6 @@ def _decode(path: Path) -> tuple[ImageFeatures, dict[str, Any]]:
         meta = json.loads(str(data["meta"]))
         if meta.get("format") not in _READABLE_FORMATS:
             raise ValueError(f"cache format {meta.get('format')} is not one of {_READABLE_FORMATS}")
-        ori, img, inp, offset = (tuple(int(v) for v in hw) for hw in meta["geometry"])
         features = {
             LevelKey(*k): dequantize(data[f"level_{i}"], meta["scales"][i]) for i, k in enumerate(meta["levels"])
         }
@@ -143,7 +148,25 @@ def _decode(path: Path) -> tuple[ImageFeatures, dict[str, Any]]:
             pred = Detections(data["boxes"], data["scores"], data["labels"], names)
         elif kind == "SegmentationMap":
             pred = SegmentationMap(data["seg_labels"], names, data["palette"])
-    return ImageFeatures(Geometry(ori, img, inp, offset), pred, features, tuple(meta.get("notes", ()))), meta
+        elif kind == "Keypoints":
+            skeleton = tuple((int(i), int(j)) for i, j in data["skeleton"])
+            pred = Keypoints(data["keypoints"], data["keypoint_scores"], names, skeleton)
+        elif kind == "Classification":
+            explained = tuple(int(i) for i in meta.get("explained", ()))
+            pred = Classification(data["top_indices"], data["top_scores"], names, explained)
+    geometry = _geometry_from(meta["geometry"])
+    return ImageFeatures(geometry, pred, features, tuple(meta.get("notes", ()))), meta
+
+
+def _geometry_from(stored: Any) -> Geometry:
+    """A :class:`Geometry` from format 7's record, or from formats 5 and 6's list of four (h, w) pairs."""
+    if isinstance(stored, dict):
+        pairs = [tuple(int(v) for v in stored[name]) for name in ("ori_hw", "img_hw", "input_hw", "offset_hw")]
+        affine = stored.get("affine")
+        rows = tuple(tuple(float(v) for v in row) for row in affine) if affine is not None else None
+        return Geometry(*pairs, affine=rows)  # type: ignore[arg-type]
+    ori, img, inp, offset = (tuple(int(v) for v in hw) for hw in stored)
+    return Geometry(ori, img, inp, offset)
 
 
 def encode_features(item: ImageFeatures) -> bytes:

@@ -57,6 +57,7 @@ class InputImage:
     array: np.ndarray
     sha256: str
     notes: tuple[str, ...] = ()  # e.g. a damaged JPEG drawn as far as it decodes
+    box: tuple[float, float, float, float] | None = None  # a pose model's person box (x1, y1, x2, y2); None: whole
 
 
 @dataclass(frozen=True)

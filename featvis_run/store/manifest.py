@@ -8,7 +8,10 @@ from typing import Any
 
 from featvis_run.store.outputs import write_json
 
-__all__ = ["Failure", "ImageRecord", "MapRecord", "ModelRecord", "RunResult"]
+__all__ = ["FORMAT_VERSION", "Failure", "ImageRecord", "MapRecord", "ModelRecord", "RunResult"]
+
+#: the manifest's ``format_version`` (2: images carry geometry and predictions, maps their stride and cell origin)
+FORMAT_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -29,12 +32,14 @@ class MapRecord:
     scale: tuple[float, float] | None = None  # [lo, hi] of the colours; None: grid tiles scaled alone (tile_scales)
     tile_scales: tuple[tuple[float, float] | None, ...] = ()
     arrays: dict[str, Any] = field(default_factory=dict)  # saved .npy files: {"map"|"features": {file, shape}}
+    stride_hw: tuple[float, float] | None = None  # network-input pixels per cell (None: runs before format 2)
+    cell_origin: tuple[int, int] | None = None  # the first valid cell's (row, col) in the uncropped map
 
 
 @dataclass(frozen=True)
 class ImageRecord:
     """An input image that was drawn: its path, original and network-input sizes, and boxes drawn. ``id`` names
-    its output folder: the file's stem, made unique over the run's inputs (``a``, ``a-2``; see README)."""
+    its output folder: the file's stem, made unique over the run's inputs (``a``, ``a-2``; docs: many images)."""
 
     path: str
     size_hw: tuple[int, int]
@@ -42,10 +47,18 @@ class ImageRecord:
     detections: int | None = None  # a detector's boxes scoring at least output.pred_score_thr
     boxes_drawn: int | None = None  # of those, the ones drawn (at most output.max_boxes, the best by score)
     classes_predicted: int | None = None  # a segmentor's classes present in its class map
+    keypoints_drawn: int | None = None  # a pose model's keypoints scoring at least output.pred_score_thr
+    # what the model predicted, in original pixels (pose: {keypoints: [[x, y, score]], names, skeleton})
+    predictions: dict[str, Any] | None = None
     explained: dict[str, Any] | None = None  # reducer=gradcam: the target and the detections it explained
     id: str | None = None  # the output folder name (None in records of runs before ids were recorded)
-    image_file: str | None = None  # output.pictures=maps|both: the stored input, <image>/image.jpg
-    image_file_hw: tuple[int, int] | None = None  # its [H, W] (at most the network input's)
+    annotations: dict[str, Any] | None = None  # images.annotations: {"boxes": [{"bbox", "label"}]}
+    metrics: dict[str, Any] | None = None  # analysis.metrics: pointing_game, energy_in_boxes, deletion/insertion_auc
+    geometry: dict[str, Any] | None = None  # ori_hw, img_hw, input_hw, offset_hw, affine (see FORMAT)
+    # the stored input picture, relative to the run folder (``<image>/image.jpg``; output.pictures=maps|both, else
+    # written for the report page), and its [H, W] (at most the network input's)
+    image_file: str | None = None
+    image_file_hw: tuple[int, int] | None = None
 
 
 @dataclass(frozen=True)
@@ -103,6 +116,7 @@ class RunResult:
             d["weights"] = m.weights
             models.append(d)
         return {
+            "format_version": FORMAT_VERSION,
             "experiment": self.experiment,
             "status": "ok" if self.ok else "failed",
             "out_dir": str(self.out_dir),

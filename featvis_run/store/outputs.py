@@ -58,7 +58,9 @@ def _candidates(path: Path) -> Any:
         n += 1
 
 
-def write_bytes(path: Path, data: bytes, overwrite: bool = True, tmp_dir: Path | None = None) -> Path:
+def write_bytes(
+    path: Path, data: bytes, overwrite: bool = True, tmp_dir: Path | None = None, durable: bool = True
+) -> Path:
     """Write ``data`` to ``path`` atomically and return the path written.
 
     Args:
@@ -66,6 +68,7 @@ def write_bytes(path: Path, data: bytes, overwrite: bool = True, tmp_dir: Path |
         data: the bytes.
         overwrite: replace an existing file; if False, keep it and write ``name-1.ext``, ``name-2.ext``, ...
         tmp_dir: where the temp file goes (same filesystem; default: the target's folder).
+        durable: fsync before the rename; False for many small files a rerun rewrites anyway (still atomic).
 
     Raises:
         OutputError: the file cannot be written (its temp file is removed).
@@ -78,7 +81,8 @@ def write_bytes(path: Path, data: bytes, overwrite: bool = True, tmp_dir: Path |
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
-            os.fsync(fh.fileno())
+            if durable:
+                os.fsync(fh.fileno())
         if overwrite:
             os.replace(tmp, path)
             return path

@@ -77,17 +77,22 @@ def entry_paths(entry: Mapping[str, Any]) -> list[Any]:
 
 
 def manifest_paths(manifest: Mapping[str, Any]) -> list[Any]:
-    """Every file a manifest lists: pictures and arrays, contact sheets, stored input images, comparisons, and
-    checkpoint sequences."""
+    """Every file a manifest lists: pictures and arrays, contact sheets, comparisons, checkpoint sequences, stored
+    photos and report pages, and the analysis's tables and atlas."""
     names = list(_files_of(manifest.get("outputs"), ("file",)))
     names += _files_of(manifest.get("contact_sheets"), ("file",))
-    names += _files_of(manifest.get("images"), ("image_file",))
     names += _files_of(manifest.get("comparisons"), ("diff_file", "panel_file"))
+    names += _files_of(manifest.get("images"), ("image_file",))
+    pages = manifest.get("pages")
+    names += pages if isinstance(pages, list) else []  # the report's pages/<image>.html of a large run
     for level in manifest.get("levels", ()) if isinstance(manifest.get("levels"), list) else ():
         if isinstance(level, Mapping):
             frames = level.get("frames")
             names += frames if isinstance(frames, list) else []
             names += [level[k] for k in ("gif", "strip", "change_plot") if level.get(k)]
+    analysis = manifest.get("analysis")
+    files = analysis.get("files") if isinstance(analysis, Mapping) else None
+    names += files if isinstance(files, list) else []  # channels.csv, its partial sums, the atlas
     return names
 
 

@@ -54,10 +54,10 @@ _MARKER = f"{_STATE}/folder.json"
 #: what Hydra writes into a run's folder before the job starts (the job's name is that of the ``cli`` module)
 _HYDRA_NAMES = (".hydra", "cli.log")
 #: the fixed files a run writes at the top of its folder (an experiment: manifest and index; mode=layers: layers)
-_RUN_FILES = ("manifest.json", "index.html", "layers.json")
+_RUN_FILES = ("manifest.json", "index.html", "layers.json", "channels.csv", "channels.partial.npz")
 #: names a run writes at the top of its folder besides its image folders: a folder holding one is not used unless
 #: it is a run folder or ``output.overwrite=true``
-RUN_NAMES = (*_RUN_FILES, "contact", _STATE, *_HYDRA_NAMES)
+RUN_NAMES = (*_RUN_FILES, "contact", "atlas", "pages", _STATE, *_HYDRA_NAMES)
 
 
 def flatten(node: Any, prefix: str = "") -> dict[str, Any]:

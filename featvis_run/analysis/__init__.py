@@ -1,0 +1,1 @@
+"""Numbers over a run: annotations, explanation metrics, channel statistics and the atlas."""
