@@ -26,6 +26,8 @@ from typing import Any
 from mmengine.hooks import Hook
 from mmengine.registry import HOOKS
 
+from featvis_run.errors import error_line
+
 __all__ = ["FeatvisHook"]
 
 
@@ -134,7 +136,7 @@ class FeatvisHook(Hook):
         try:
             job()
         except Exception as err:
-            self.failed = f"{type(err).__name__}: {err}"
+            self.failed = error_line(err)
             runner.logger.error(
                 f"FeatvisHook failed while {what} ({self.failed}); it draws nothing more in this run, training goes on"
             )

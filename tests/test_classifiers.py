@@ -92,7 +92,8 @@ def test_top_classes_are_the_best_five_best_first():
     scores = np.array([0.05, 0.3, 0.1, 0.02, 0.2, 0.33], np.float32)
     top = top_classes(scores, ("a", "b", "c", "d", "e", "f"))
     assert [(t["label"], t["index"]) for t in top.top()] == [("f", 5), ("b", 1), ("e", 4), ("c", 2), ("a", 0)]
-    assert top.summary(0.9)["predictions"]["top"][0]["score"] == pytest.approx(0.33)
+    assert top.top()[0]["score"] == pytest.approx(0.33)
+    assert top.summary(0.9) == {}  # no threshold applies and nothing is counted: the classes are predictions.top
 
 
 def test_a_missing_mmpretrain_names_its_extra(monkeypatch):

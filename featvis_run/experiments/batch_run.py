@@ -20,7 +20,7 @@ from featvis_run.analysis.annotations import GroundTruth, run_annotations
 from featvis_run.analysis.collector import RunAnalysis
 from featvis_run.drawing.layout import caption_band, contact_sheet
 from featvis_run.drawing.render import Drawn, with_colorbar
-from featvis_run.errors import FeatvisError, RunInterrupted, TargetNotFound
+from featvis_run.errors import FeatvisError, RunInterrupted, TargetNotFound, error_line
 from featvis_run.experiments.common import activation_cache, cache_summary, progress_bar, resume_hint
 from featvis_run.experiments.draw import (
     add_run_stats,
@@ -119,7 +119,7 @@ class _ImageRun:
                 for one in batch:
                     self.process([one])
                 return
-            self.failures.append(Failure(str(batch[0].path), f"model failed: {type(err).__name__}: {err}"))
+            self.failures.append(Failure(str(batch[0].path), f"model failed: {error_line(err)}"))
             return
         for im, item in zip(batch, items, strict=True):
             notes = [f"{im.image_id}: {note}" for note in (*im.notes, *item.notes)]

@@ -15,7 +15,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from featvis_run.errors import ConfigError, FeatvisError, ModelError
+from featvis_run.errors import ConfigError, FeatvisError, ModelError, error_line
 from featvis_run.experiments.common import activation_cache, cache_summary
 from featvis_run.experiments.draw import non_finite_notes, prediction_counts, prediction_record
 from featvis_run.experiments.evolution import Frame, FrameRecord, write_sequence
@@ -135,7 +135,7 @@ def run_checkpoints(cfg: Config, out_dir: Path, resolved: dict[str, Any]) -> Run
         except FeatvisError:
             raise  # a recorder or config problem fails every checkpoint alike
         except Exception as err:
-            reason = f"model failed: {type(err).__name__}: {err}"
+            reason = f"model failed: {error_line(err)}"
             failures.append(Failure(str(path), reason))
             entries.append(_entry(label, path, None, reason))
             continue

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from featvis_run.drawing.layout import caption_band
-from featvis_run.errors import ConfigError, FeatvisError, RunInterrupted
+from featvis_run.errors import ConfigError, FeatvisError, RunInterrupted, error_line
 from featvis_run.experiments.common import activation_cache, cache_summary, resume_hint
 from featvis_run.experiments.diff_levels import (
     DIFF_LABELS,
@@ -125,7 +125,7 @@ class _DiffRun:
         except Exception as err:
             if strict:
                 raise
-            self.failures.append(Failure(str(im.path), f"model failed: {type(err).__name__}: {err}"))
+            self.failures.append(Failure(str(im.path), f"model failed: {error_line(err)}"))
             return None
         return item_a, item_b
 

@@ -6,18 +6,15 @@ from __future__ import annotations
 from dataclasses import asdict, replace
 from pathlib import Path
 
-from featvis_run.errors import ConfigError, FeatvisError, InputError, ModelError
-from featvis_run.experiments.common import activation_cache
+from featvis_run.errors import ConfigError, FeatvisError, InputError, ModelError, error_line
 from featvis_run.experiments.inputs import ImageBatches, check_inputs, image_paths, named_inputs, selected_inputs
 from featvis_run.maps.tokens import GridError, infer_token_grid
 from featvis_run.models.base import PredictionFailed
-from featvis_run.models.registry import run_batch
-from featvis_run.models.source import FeatureSource
+from featvis_run.models.registry import build_model, plan_model, run_batch
 from featvis_run.recording.layers import LayerInfo, list_layers
 from featvis_run.schema import Config
 from featvis_run.store.outputs import ensure_writable_dir, write_json
 from featvis_run.store.run_folder import claim_folder
-from featvis_run.timing import Timer
 
 __all__ = ["list_model_layers", "token_grids"]
 
@@ -38,8 +35,12 @@ def token_grids(layer: LayerInfo, input_hw: tuple[int, int]) -> tuple[str, ...]:
 def list_model_layers(cfg: Config, out_dir: Path) -> tuple[list[LayerInfo], list[str]]:
     """List the modules of ``cfg.model`` run on the first readable input; also written to ``layers.json``.
 
+    No recorder is involved (listing layers is how a recorder is chosen): a model without the default preset's
+    ``neck`` is listed all the same.
+
     Returns:
-        The layers, and notes (e.g. the model failed part-way: later modules show no output).
+        The layers, and notes (what the adapter changed in the config, e.g. a fixed input size; the model failed
+        part-way: later modules show no output).
     """
     check_inputs(cfg)
     if cfg.experiment.name == "diff":
@@ -52,10 +53,10 @@ def list_model_layers(cfg: Config, out_dir: Path) -> tuple[list[LayerInfo], list
     if not first:
         raise InputError(f"no readable image among {len(inputs)} inputs to list the layers with")
     image = first[0]
-    source = FeatureSource(cfg.model, cfg.recorder, activation_cache(cfg), Timer())
-    built = source.model()
+    plan = plan_model(cfg.model)
+    built, _ = build_model(plan)
     listing = list_layers(built.model, lambda: run_batch(built, [image.array]))
-    notes = []
+    notes = list(plan.notes)
     if isinstance(listing.error, FeatvisError):
         raise listing.error
     if isinstance(listing.error, PredictionFailed):
@@ -63,7 +64,7 @@ def list_model_layers(cfg: Config, out_dir: Path) -> tuple[list[LayerInfo], list
         notes.append(f"the model failed part-way ({listing.error}); modules after that point show no output")
     elif listing.error is not None:
         err = listing.error
-        raise ModelError(f"{source.name} failed on {image.path}: {type(err).__name__}: {err}") from err
+        raise ModelError(f"{cfg.model.name} failed on {image.path}: {error_line(err)}") from err
     else:
         input_hw = listing.result[0].geometry.input_hw
     layers = [replace(layer, grids=token_grids(layer, input_hw)) for layer in listing.layers]

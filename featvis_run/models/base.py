@@ -6,17 +6,18 @@ An adapter (one per OpenMMLab library, e.g. :mod:`featvis_run.models.mmdet`) imp
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 
+from featvis_run.errors import error_line
 from featvis_run.maps.geometry import Geometry
 from featvis_run.predictions import Predictions
 from featvis_run.recording.levels import LevelKey
-from featvis_run.schema import ModelConfig
+from featvis_run.schema import ModelConfig, RecorderSpec
 
 __all__ = [
     "BuiltModel",
@@ -55,7 +56,7 @@ class PredictionFailed(Exception):
     image is known, its predictions are not. Maps recorded before the failure can still be drawn."""
 
     def __init__(self, geometries: Sequence[Geometry], cause: BaseException):
-        super().__init__(f"{type(cause).__name__}: {cause}")
+        super().__init__(error_line(cause))  # one line: library messages end in newlines, runs of spaces
         self.geometries = list(geometries)
         self.cause = cause
 
@@ -133,6 +134,13 @@ class ModelAdapter(Protocol):
 
     def batch_groups(self, images: Sequence[np.ndarray]) -> list[list[int]]:
         """Indices of the images that can share one forward pass (a library may need equal sizes)."""
+        ...
+
+    def redirect_recorders(
+        self, cfg: Any, recorders: Mapping[str, RecorderSpec]
+    ) -> tuple[dict[str, RecorderSpec], list[str]]:
+        """Point recorders where the model (its resolved config ``cfg``) computes what they name; returns them and
+        notes saying what changed."""
         ...
 
     def run_batch(self, built: BuiltModel, images: Sequence[np.ndarray]) -> list[ImageResult]:

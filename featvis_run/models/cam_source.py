@@ -125,8 +125,13 @@ class CamSource(FeatureSource):
         cam = {"method": "gradcam", "target": target.text, "score_thr": score_thr, "version": _CAM_VERSION}
         self.spec = {**self.spec, "cam": cam}  # the cache key: CAMs of this target, not the plain features
 
-    def _forward_pass(self, built: BuiltModel, arrays: Sequence[np.ndarray]) -> list[ImageFeatures]:
+    def _forward_pass(
+        self, built: BuiltModel, arrays: Sequence[np.ndarray], boxes: Sequence[Sequence[float] | None] = ()
+    ) -> list[ImageFeatures]:
         from featvis_run.recording.recorder import FeatureRecorder
+
+        if any(box is not None for box in boxes):
+            raise ConfigError("reducer=gradcam explains detectors and classifiers; it does not take model.bboxes")
 
         recorder = FeatureRecorder(built.model, self.recorders, self.mappings, batch=len(arrays), keep_graph=True)
         started = time.perf_counter()

@@ -10,7 +10,8 @@ differ slightly from slide inference's, and the summary says so).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -20,8 +21,73 @@ from featvis_run.maps.geometry import Geometry
 from featvis_run.models.base import BuiltModel, ImageResult, PredictionFailed
 from featvis_run.models.openmmlab import OpenMMLabAdapter
 from featvis_run.predictions import SegmentationMap
+from featvis_run.schema import RecorderSpec, RecorderType
 
-__all__ = ["MmsegAdapter"]
+__all__ = ["FIXED_SIZE_BACKBONES", "QUERY_HEADS", "MmsegAdapter", "decode_head_recorders", "fixed_input_size"]
+
+#: decode heads that output per-query classes and masks, not class logits per pixel.
+QUERY_HEADS = ("MaskFormerHead", "Mask2FormerHead")
+
+#: backbones whose position tables are sized for one input size (their ``img_size``, default 224) and are not
+#: interpolated at test time: BEiT's relative position bias, MAE's absolute position embedding.
+FIXED_SIZE_BACKBONES = {"BEiT": 224, "MAE": 224}
+
+
+def fixed_input_size(model_cfg: Any) -> tuple[int, int] | None:
+    """The (H, W) input a segmentor accepts when its backbone is one of :data:`FIXED_SIZE_BACKBONES` (its
+    ``img_size``: an int, or one or two sizes), else None (any size)."""
+    backbone = model_cfg.get("backbone") or {}
+    kind = str(backbone.get("type", "")).rsplit(".", 1)[-1]
+    if kind not in FIXED_SIZE_BACKBONES:
+        return None
+    size = backbone.get("img_size", FIXED_SIZE_BACKBONES[kind])
+    sizes = [int(size)] if isinstance(size, (int, float)) else [int(v) for v in size]
+    if len(sizes) == 1:
+        sizes *= 2
+    if len(sizes) != 2 or min(sizes) <= 0:
+        return None
+    return sizes[0], sizes[1]
+
+
+def decode_head_recorders(
+    model_cfg: Any, recorders: Mapping[str, RecorderSpec]
+) -> tuple[dict[str, RecorderSpec], list[str]]:
+    """Recorders of ``decode_head.forward`` (the ``decode_head`` preset) pointed where a segmentor's head really runs:
+
+    - a cascade (``decode_head`` a list: OCRNet, PointRend) has no ``decode_head.forward`` of its own: its inputs
+      are the first head's, its logits the last head's prediction (PointRend's refined map exists nowhere else);
+    - a MaskFormer-family head outputs per-query classes and masks: its logits are its per-pixel class scores
+      (``decode_head.predict``).
+
+    Returns the recorders (others unchanged) and a note for each kind of change."""
+    heads = model_cfg.get("decode_head")
+    cascade = isinstance(heads, (list, tuple)) and len(heads) > 0
+    kind = "" if cascade or not heads else str(heads.get("type", "")).rsplit(".", 1)[-1]
+    query = kind in QUERY_HEADS
+    out, notes = dict(recorders), []
+    for name, spec in recorders.items():
+        if spec.source != "decode_head.forward" or not (cascade or query):
+            continue
+        if spec.type is RecorderType.method_inputs and cascade:
+            out[name] = replace(spec, source="decode_head.0.forward")
+        elif spec.type is RecorderType.method_outputs:
+            last = f"decode_head.{len(heads) - 1}" if cascade else "decode_head"
+            out[name] = replace(spec, source=f"{last}.predict")
+    if out == dict(recorders):
+        return out, notes
+    if cascade:
+        types = ", ".join(str(h.get("type", "?")).rsplit(".", 1)[-1] for h in heads)
+        notes.append(
+            f"the decode head is a cascade of {len(heads)} heads ({types}): decode_head.forward is recorded as the "
+            f"first head's inputs (decode_head.0.forward) and the last head's prediction "
+            f"(decode_head.{len(heads) - 1}.predict: class logits at the network input size)"
+        )
+    else:
+        notes.append(
+            f"{kind} outputs per-query classes and masks: its logits are recorded as its per-pixel class scores "
+            "(decode_head.predict, at the network input size)"
+        )
+    return out, notes
 
 
 class MmsegAdapter(OpenMMLabAdapter):
@@ -31,25 +97,50 @@ class MmsegAdapter(OpenMMLabAdapter):
     example_config = "segformer/segformer_mit-b0_8xb2-160k_ade20k-512x512.py"
 
     def adjust_config(self, cfg: Any) -> list[str]:
+        notes = []
         test_cfg = cfg.model.get("test_cfg") or {}
         if test_cfg.get("mode", "whole") != "whole":
             cfg.model.test_cfg = {**test_cfg, "mode": "whole"}
-            return [
+            notes.append(
                 f"the config's test_cfg.mode={test_cfg.get('mode')!r} (one backbone pass per window) was replaced by "
                 "whole-image inference, so each map covers the whole image; predictions can differ slightly"
-            ]
-        return []
+            )
+        fixed = fixed_input_size(cfg.model)
+        if fixed is not None:  # the resized image is padded (bottom, right) to the size the backbone accepts
+            preprocessor = cfg.model.get("data_preprocessor") or {}
+            cfg.model.data_preprocessor = {**preprocessor, "test_cfg": {"size": fixed}}
+        return notes
+
+    def redirect_recorders(
+        self, cfg: Any, recorders: Mapping[str, RecorderSpec]
+    ) -> tuple[dict[str, RecorderSpec], list[str]]:
+        return decode_head_recorders(cfg.model, recorders)
 
     def test_pipeline_cfg(self, cfg: Any, test_scale: Sequence[int] | None) -> list[dict[str, Any]]:
         pipeline = cfg.get("test_dataloader", {}).get("dataset", {}).get("pipeline") or cfg.get("test_pipeline", [])
         steps = [dict(s) for s in pipeline if "Annotation" not in str(s.get("type", ""))]
+        fixed = fixed_input_size(cfg.model)
+        scale = (fixed[1], fixed[0]) if fixed is not None else test_scale  # Resize scales are (w, h)
         for step in steps:
             kind = str(step.get("type", "")).rsplit(".", 1)[-1]
             if kind == "LoadImageFromFile":
                 step["type"] = "mmseg.LoadImageFromNDArray"
-            if test_scale is not None and kind.endswith("Resize") and "scale" in step:
-                step["scale"] = tuple(int(v) for v in test_scale)
+            if scale is not None and kind.endswith("Resize") and "scale" in step:
+                step["scale"] = tuple(int(v) for v in scale)
+                if fixed is not None:
+                    step["keep_ratio"] = True
         return steps
+
+    def test_scale_note(self, cfg: Any, test_scale: Sequence[int] | None, key: str) -> str | None:
+        fixed = fixed_input_size(cfg.model)
+        if fixed is None:
+            return super().test_scale_note(cfg, test_scale, key)
+        backbone = str(cfg.model.backbone.get("type", "")).rsplit(".", 1)[-1]
+        asked = f"; {key}.test_scale={list(test_scale)} was not used" if test_scale is not None else ""
+        return (
+            f"{backbone}'s position tables are fixed to {fixed[0]}x{fixed[1]} inputs (its img_size, the training "
+            f"crop): each image is resized to fit {fixed[0]}x{fixed[1]} and padded to it{asked}"
+        )
 
     def _dataset_meta(self, cfg: Any) -> dict[str, Any]:
         from mmseg.registry import DATASETS

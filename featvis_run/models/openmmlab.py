@@ -13,7 +13,7 @@ import importlib
 import importlib.util
 import logging
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,15 +24,17 @@ from featvis_run.errors import ModelError, error_line
 from featvis_run.hashing import file_sha256_cached, stable_hash
 from featvis_run.models.base import BuiltModel, CheckpointInfo, ImageResult, ModelPlan
 from featvis_run.paths import resolve_package_path
-from featvis_run.schema import ModelConfig, config_reference
+from featvis_run.schema import ModelConfig, RecorderSpec, config_reference
 
 __all__ = [
+    "PROCESS_GROUP_NORMS",
     "OpenMMLabAdapter",
     "check_device",
     "check_test_scale",
     "device_type",
     "merge_cfg_options",
     "parse_cfg_options",
+    "plain_batch_norm",
     "quiet_openmmlab",
 ]
 
@@ -65,7 +67,7 @@ def parse_cfg_options(options: Sequence[str], key: str = "model") -> dict[str, A
         try:
             parsed[name] = DictAction._parse_iterable(value)
         except Exception as err:  # mmengine raises bare assertion/value errors here
-            raise ModelError(f"{key}.cfg_options entry {opt!r}: cannot parse the value ({err})") from err
+            raise ModelError(f"{key}.cfg_options entry {opt!r}: cannot parse the value ({error_line(err)})") from err
     return parsed
 
 
@@ -171,6 +173,40 @@ def _strip_pretrained(node: Any) -> None:
             _strip_pretrained(value)
 
 
+#: norm layers that need a distributed process group even to be built (mmcv's SyncBatchNorm asks for the world size);
+#: torch's ``SyncBN`` builds without one and, in eval mode, normalises as plain BN does, so it is kept.
+PROCESS_GROUP_NORMS = ("MMSyncBN",)
+
+
+def plain_batch_norm(node: Any) -> list[str]:
+    """Replace, in place, every norm config of a :data:`PROCESS_GROUP_NORMS` type by plain ``BN`` (same parameters
+    and running statistics, so weights load and eval-mode outputs are the same in one process); returns the types
+    replaced, once each per place (``['MMSyncBN', 'MMSyncBN']``)."""
+    replaced: list[str] = []
+    if isinstance(node, dict):
+        kind = node.get("type")
+        if isinstance(kind, str) and kind in PROCESS_GROUP_NORMS:
+            node["type"] = "BN"
+            replaced.append(kind)
+        for value in node.values():
+            replaced += plain_batch_norm(value)
+    elif isinstance(node, (list, tuple)):
+        for value in node:
+            replaced += plain_batch_norm(value)
+    return replaced
+
+
+def _plain_batch_norm_note(replaced: Sequence[str]) -> list[str]:
+    if not replaced:
+        return []
+    kinds = ", ".join(sorted(set(replaced)))
+    return [
+        f"the config's {kinds} norm layers (mmcv's SyncBN, {len(replaced)} places) need a distributed process "
+        "group, which a single process has not got: they were built as plain BN (same weights and running "
+        "statistics; the same outputs in eval mode)"
+    ]
+
+
 class OpenMMLabAdapter:
     """Shared plan/build logic of OpenMMLab 2.x libraries; subclasses set :attr:`repo` and the specifics."""
 
@@ -195,8 +231,24 @@ class OpenMMLabAdapter:
         default."""
         return []
 
+    def redirect_recorders(
+        self, cfg: Any, recorders: Mapping[str, RecorderSpec]
+    ) -> tuple[dict[str, RecorderSpec], list[str]]:
+        """Point recorders at where the model really computes what they name (e.g. a cascade of decode heads);
+        returns the recorders and notes saying what changed. Unchanged by default."""
+        return dict(recorders), []
+
     def config_palette(self, cfg: Any) -> Any:
         """(K, 3) RGB class colours from the config's dataset, or None."""
+        return None
+
+    def test_scale_note(self, cfg: Any, test_scale: Sequence[int] | None, key: str) -> str | None:
+        """What to tell about the input size: by default, that a ``test_scale`` changes nothing in the pipeline."""
+        if test_scale is not None and self.test_pipeline_cfg(cfg, test_scale) == self.test_pipeline_cfg(cfg, None):
+            return (
+                f"{key}.test_scale={list(test_scale)} has no effect: this config's test pipeline has no Resize "
+                "with a scale (e.g. CenterNet's RandomCenterCropPad keeps the image size)"
+            )
         return None
 
     def check_recorders(self, plan: ModelPlan, recorders: Any) -> None:
@@ -284,14 +336,9 @@ class OpenMMLabAdapter:
         if mc.cfg_options:
             merge_cfg_options(cfg, mc.cfg_options, key)
         _strip_pretrained(cfg.model)  # never download pretrained weights
-        notes = tuple(self.adjust_config(cfg))
-        if mc.test_scale is not None and self.test_pipeline_cfg(cfg, mc.test_scale) == self.test_pipeline_cfg(
-            cfg, None
-        ):
-            notes += (
-                f"{key}.test_scale={list(mc.test_scale)} has no effect: this config's test pipeline has no Resize "
-                "with a scale (e.g. CenterNet's RandomCenterCropPad keeps the image size)",
-            )
+        notes = tuple(_plain_batch_norm_note(plain_batch_norm(cfg.model)) + self.adjust_config(cfg))
+        scale_note = self.test_scale_note(cfg, mc.test_scale, key)
+        notes += (scale_note,) if scale_note else ()
         store_notes: list[str] = []  # the digest store was damaged and rebuilt
         sha = file_sha256_cached(ckpt_path, notes=store_notes) if ckpt_path else None
         notes += tuple(store_notes)
@@ -329,9 +376,7 @@ class OpenMMLabAdapter:
             try:
                 model = registry.MODELS.build(cfg.model)
             except Exception as err:
-                raise ModelError(
-                    f"{self.repo} cannot build {plan.config_path.name}: {type(err).__name__}: {err}"
-                ) from err
+                raise ModelError(f"{self.repo} cannot build {plan.config_path.name}: {error_line(err)}") from err
             if ckpt is None:
                 model.init_weights()
                 info = CheckpointInfo(path=None, sha256=None, seed=mc.seed)

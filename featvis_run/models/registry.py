@@ -24,6 +24,7 @@ __all__ = [
     "batch_groups",
     "build_model",
     "check_recorders",
+    "redirect_recorders",
     "explain_batch",
     "plan_model",
     "run_batch",
@@ -89,6 +90,14 @@ def build_model(plan: ModelPlan | ModelConfig, pool: ModelPool | None = None) ->
         plan = plan_model(plan, pool=pool)
     adapter = adapter_for(plan.repo, plan.key)
     return (pool if pool is not None else shared_pool()).get(plan.identity, lambda: adapter.build(plan))
+
+
+def redirect_recorders(
+    plan: ModelPlan, recorders: Mapping[str, RecorderSpec]
+) -> tuple[dict[str, RecorderSpec], list[str]]:
+    """The recorders pointed where this model computes what they name, with notes (see
+    :meth:`OpenMMLabAdapter.redirect_recorders`)."""
+    return adapter_for(plan.repo, plan.key).redirect_recorders(plan.cfg, recorders)
 
 
 def batch_groups(plan: ModelPlan, images: Sequence[np.ndarray]) -> list[list[int]]:

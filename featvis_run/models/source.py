@@ -9,8 +9,9 @@ from dataclasses import asdict
 
 import numpy as np
 
-from featvis_run.errors import ConfigError, RecordingError
+from featvis_run.errors import ConfigError, ModelError, RecordingError
 from featvis_run.models.base import BuiltModel, CheckpointInfo, ImageFeatures, ImageResult, PredictionFailed
+from featvis_run.models.op_kernels import missing_kernel, missing_kernel_message
 from featvis_run.models.pool import ModelPool
 from featvis_run.models.registry import (
     adapt_recorders,
@@ -18,6 +19,7 @@ from featvis_run.models.registry import (
     build_model,
     check_recorders,
     plan_model,
+    redirect_recorders,
     run_batch,
 )
 from featvis_run.recording.levels import extract_levels
@@ -54,9 +56,14 @@ def record_batch(
     try:
         levels = extract_levels(recorder.records, recorders, mappings, len(arrays), results[0].geometry.input_hw)
     except RecordingError:
-        if failure is not None:  # it failed before the recorded layers ran: that is the error to report
-            raise failure.cause from None
-        raise
+        if failure is None:
+            raise
+        # it failed before the recorded layers ran: that is the error to report
+        kernel = missing_kernel(failure.cause)
+        if kernel is not None:  # an mmcv op without a kernel for this device: one line, exit 2
+            message = missing_kernel_message(kernel, built.plan.config.name, list(recorders), built.plan.key)
+            raise ModelError(message) from failure.cause
+        raise failure.cause from None
     return [
         ImageFeatures(r.geometry, r.predictions, {key: maps[i] for key, maps in levels.items()}, r.notes)
         for i, r in enumerate(results)
@@ -104,6 +111,8 @@ class FeatureSource:
         else:
             self.recorders, self.mappings = recorder.parsed()
         self.recorders = adapt_recorders(self.plan, self.recorders)
+        self.recorders, redirected = redirect_recorders(self.plan, self.recorders)
+        self.recorder_notes += redirected
         self._precheck()
         self.spec = {
             "recorders": {k: asdict(v) for k, v in self.recorders.items()},

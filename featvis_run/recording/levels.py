@@ -220,8 +220,24 @@ def _drawable(value: Any) -> bool:
     )
 
 
+def _nested(label: str, value: Any, depth: int) -> list[tuple[str, Any, tuple[int, int] | None]]:
+    """The drawable values inside nested tuples and lists, labelled by their path (``1.0``, ``0.2.0``): a method's
+    inputs hold a list of backbone outputs, and ViT-style backbones (DPT's) output (map, class token) pairs."""
+    if depth <= 0 or not isinstance(value, (tuple, list)):
+        return []
+    found = []
+    for j, item in enumerate(value):
+        item = _expand(item)
+        if _drawable(item):
+            found.append((f"{label}.{j}", item, None))
+        else:
+            found += _nested(f"{label}.{j}", item, depth - 1)
+    return found
+
+
 def _items(value: Any) -> list[tuple[str, Any, tuple[int, int] | None]]:
-    """(position label, drawable value, carried (H, W)) of every map in a recorder's first call, one level deep."""
+    """(position label, drawable value, carried (H, W)) of every map in a recorder's first call, up to three levels
+    deep."""
     value = _expand(value)
     if _drawable(value):
         return [("out", value, None)]
@@ -237,8 +253,8 @@ def _items(value: Any) -> list[tuple[str, Any, tuple[int, int] | None]]:
         carried = hw_pair(entries[pos + 1][1]) if pos + 1 < len(entries) else None
         if _drawable(item):
             found.append((label, item, carried))
-        elif isinstance(item, (tuple, list)):
-            found += [(f"{label}.{j}", v, None) for j, v in enumerate(item) if _drawable(v)]
+        else:
+            found += _nested(label, item, 2)
     return found
 
 
