@@ -15,7 +15,7 @@ from typing import Any
 from omegaconf import MISSING
 
 from featvis_run.errors import ConfigError
-from featvis_run.maps.modes import ArrayExport, DiffMode, ReducerName, ScaleMode
+from featvis_run.maps.modes import ArrayExport, DiffMode, PicturesMode, ReducerName, ScaleMode
 
 __all__ = [
     "AnalysisConfig",
@@ -31,6 +31,7 @@ __all__ = [
     "Mode",
     "ModelConfig",
     "OutputConfig",
+    "PicturesMode",
     "RecorderConfig",
     "RecorderSpec",
     "RecorderType",
@@ -292,6 +293,12 @@ class OutputConfig:
     max_boxes: int | None = 20
     #: Ground-truth boxes (images.annotations) drawn in magenta on single maps; null: on when annotations are given.
     draw_gt: bool | None = None
+    #: What is stored of each map: composite (image-sized pictures), maps (the reduced map at feature resolution as
+    #: <level>.npy, float32, and the input image once as <image>/image.jpg; the report page draws them) or both;
+    #: null: the experiment's default (single, diff, checkpoints: both; multi_image: maps).
+    pictures: PicturesMode | None = None
+    #: A caption band above each picture: layer/level, and the colour range (checkpoint frames: the checkpoint).
+    caption: bool = True
 
 
 @dataclass
@@ -303,7 +310,7 @@ class ExperimentConfig:
     #: multi_image: one sheet per layer and level with every image's map side by side (contact/<layer>/<level>.png).
     contact_sheet: bool = True
     #: Height in pixels of each image's tile on a contact sheet.
-    contact_tile: int = 160
+    contact_tile: int = 240
     #: diff: abs (|A - B|, as MMRazor), signed (A - B, centred on 0) or relative (|A - B| / (|A| + |B|)).
     diff_mode: DiffMode = DiffMode.abs
     #: checkpoints: how long each frame of a level's GIF shows, in milliseconds.

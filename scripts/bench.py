@@ -11,6 +11,12 @@
 4. ``featvis-run --help`` wall time (median of 5, after one run that fills the help cache).
 5. Rendering one 256-channel FPN map: featvis-run against MMEngine's ``Visualizer.draw_featmap``.
 6. PNG encoding: time and size of a 640x480 heatmap at OpenCV compression levels.
+7. ``pictures``: bytes and drawing time per image, ``output.pictures=composite`` against ``maps`` (RetinaNet-R50,
+   1280x960, warm cache, one drawing worker); and ``pace``: multi_image's marginal time per image against a bare
+   loop (demo detector, 48 images of 640x480, cache=off). See scripts/bench_storage.py.
+
+``--only pictures,pace`` runs only the named sections (help, sweeps, images, render, png, pictures, pace) and keeps
+the other sections' numbers from the existing RESULTS.json.
 
 Run it on an otherwise idle machine: other processes on the cores change every number.
 """
@@ -32,6 +38,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_parts import bare_loop_script, make_images, make_r50_checkpoint, render_vs_mmengine  # noqa: E402
+from bench_storage import bench_pace, bench_pictures  # noqa: E402
+from bench_storage import markdown as storage_markdown  # noqa: E402
+
+SECTIONS = ("help", "sweeps", "images", "render", "png", "pictures", "pace")
 
 REDUCERS = ["pixel_wise_max", "squeeze_mean", "select_max", "none"]
 FEATVIS = str(Path(sys.executable).parent / "featvis-run")
@@ -149,12 +159,18 @@ def machine() -> str:
 
 
 def markdown(r: dict) -> str:
+    lines = ["# Benchmark results", ""]
+    for section, info in r.get("measured", {}).items():
+        lines.append(f"- `{section}` measured {info[0]} on {', '.join(info[1:])}.")
+    lines += ["", *_classic_markdown(r), *storage_markdown(r.get("pictures"), r.get("pace"))]
+    return "\n".join(lines) + "\n"
+
+
+def _classic_markdown(r: dict) -> list[str]:
+    if not all(k in r for k in ("sweep", "images_demo", "images_r50", "render", "png", "help_s")):
+        return []
     s, demo, r50, render = r["sweep"], r["images_demo"], r["images_r50"], r["render"]
     lines = [
-        "# Benchmark results",
-        "",
-        f"Measured {r['when']} by `make bench` (scripts/bench.py) on {r['machine']}.",
-        "",
         "## Sweep jobs (RetinaNet-R50, 150 MB checkpoint, 320x240, one image)",
         "",
         "| measure | value | goal |",
@@ -194,33 +210,57 @@ def markdown(r: dict) -> str:
         lines.append(f"| {case} | {c['featvis_ms']:.1f} | {c['mmengine_ms']:.1f} | **{c['speedup']:.1f}x** |")
     lines += ["", "## PNG encoding of a 640x480 overlay (OpenCV)", "", "| compression | ms | KB |", "|---|---|---|"]
     lines += [f"| {p['level']} | {p['ms']:.1f} | {p['kb']:.0f} |" for p in r["png"]]
-    return "\n".join(lines) + "\n"
+    return [*lines, ""]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("benchmarks/RESULTS.md"))
     parser.add_argument("--images", type=int, default=32, help="images of the demo-detector throughput run")
+    parser.add_argument("--only", default=",".join(SECTIONS), help=f"comma-separated sections: {', '.join(SECTIONS)}")
     args = parser.parse_args()
+    only = [s.strip() for s in args.only.split(",") if s.strip()]
+    unknown = sorted(set(only) - set(SECTIONS))
+    if unknown:
+        parser.error(f"--only: unknown section(s) {', '.join(unknown)}; choose from {', '.join(SECTIONS)}")
     started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
-    results: dict = {"when": started, "machine": machine()}
+    previous = args.out.with_suffix(".json")
+    results: dict = json.loads(previous.read_text()) if set(only) != set(SECTIONS) and previous.is_file() else {}
+    measured = results.setdefault("measured", {})
+    if "when" in results and not measured:  # an earlier version's single date
+        measured.update(
+            {s: (results["when"], results["machine"]) for s in ("help", "sweeps", "images", "render", "png")}
+        )
     with tempfile.TemporaryDirectory(prefix="featvis-bench-") as tmp:
         work = Path(tmp)
         from featvis_run.store.images import demo_image_path
 
         image = demo_image_path()
-        ckpt = make_r50_checkpoint(work / "r50.pth")
-        results["help_s"] = bench_help(work)
-        results["sweep"] = bench_sweeps(image, ckpt, work)
-        demo_images = make_images(work / "demo-images", args.images, (320, 320))
-        results["images_demo"] = bench_images(demo_images, work, [], {"model": "demo"}, "demo")
-        r50_images = make_images(work / "r50-images", 8, (240, 320))
-        r50_args = ["model=retinanet_r50", f"model.checkpoint={ckpt}", R50_SCALE]
-        results["images_r50"] = bench_images(
-            r50_images, work, r50_args, {"model": "r50", "checkpoint": str(ckpt)}, "r50"
-        )
-        results["render"] = render_vs_mmengine(image)
-        results["png"] = bench_png()
+        ckpt = make_r50_checkpoint(work / "r50.pth") if {"sweeps", "images"} & set(only) else None
+        for section in only:
+            measured[section] = (time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), machine())
+            if section == "help":
+                results["help_s"] = bench_help(work)
+            elif section == "sweeps":
+                results["sweep"] = bench_sweeps(image, ckpt, work)
+            elif section == "images":
+                demo_images = make_images(work / "demo-images", args.images, (320, 320))
+                results["images_demo"] = bench_images(demo_images, work, [], {"model": "demo"}, "demo")
+                r50_images = make_images(work / "r50-images", 8, (240, 320))
+                r50_args = ["model=retinanet_r50", f"model.checkpoint={ckpt}", R50_SCALE]
+                results["images_r50"] = bench_images(
+                    r50_images, work, r50_args, {"model": "r50", "checkpoint": str(ckpt)}, "r50"
+                )
+            elif section == "render":
+                results["render"] = render_vs_mmengine(image)
+            elif section == "png":
+                results["png"] = bench_png()
+            elif section == "pictures":
+                results["pictures"] = bench_pictures(work)
+            elif section == "pace":
+                results["pace"] = bench_pace(work)
+            measured[section] = (*measured[section], f"load average {os.getloadavg()[0]:.1f} at the end")
+    results["when"], results["machine"] = started, machine()
     text = markdown(results)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(text)

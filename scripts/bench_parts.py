@@ -16,7 +16,7 @@ import cv2
 from mmdet.apis import inference_detector, init_detector
 from mmengine.config import Config
 {build}
-paths = sorted(Path(sys.argv[1]).glob("*.png"))
+paths = sorted(Path(sys.argv[1]).glob("*.png"))[: int(sys.argv[2]) if len(sys.argv) > 2 else None]
 inference_detector(model, cv2.imread(str(paths[0])))  # warm-up, as featvis-run's first batch is not free either
 started = time.perf_counter()
 for path in paths:
@@ -44,8 +44,9 @@ model = init_detector(cfg, {checkpoint!r}, device="cpu")
 
 
 def bare_loop_script(model: str, checkpoint: str | None = None) -> str:
-    """Python source of the bare loop (``inference_detector`` per image, images read in the loop); it prints
-    images per second. ``model`` is ``demo`` or ``r50`` (RetinaNet-R50 at 320x240 with ``checkpoint``)."""
+    """Python source of the bare loop (``inference_detector`` per image, images read in the loop; its arguments: the
+    folder and optionally how many of its images); it prints images per second. ``model`` is ``demo`` or ``r50``
+    (RetinaNet-R50 at 320x240 with ``checkpoint``)."""
     build = _BUILD_DEMO if model == "demo" else _BUILD_R50.format(config=R50_CONFIG, checkpoint=checkpoint)
     return _BARE_LOOP.format(build=build)
 

@@ -53,6 +53,7 @@ def test_multi_image_with_the_cache_colour_scales_and_arrays(classifier, photos,
         f"cache.dir={tmp_path / 'cache'}",
         "output.scale=per_level",
         "output.save_arrays=both",
+        "output.pictures=both",  # the pictures too (multi_image stores maps by default)
     )
     first = run_here(tmp_path / "a", *common)
     run_here(tmp_path / "b", *common)

@@ -54,7 +54,7 @@ def test_retinanet_r101_vs_r50_writes_all_levels_with_numbers(scene_image, tmp_p
         assert c["mean_abs_diff"] > 0.0 and -1.0 <= c["cosine"] <= 1.0 and 0.0 <= c["cka"] <= 1.0
         assert (out / c["diff_file"]).exists()
         panel = cv2.imread(str(out / c["panel_file"]))
-        assert panel.shape[1] >= 3 * 400 and panel.shape[0] == 240  # A | B | diff at the image's size
+        assert panel.shape[1] >= 3 * 400 and panel.shape[0] > 240  # A | B | diff at the image's size, captioned
     assert len(m["comparisons"]) == 5
 
 

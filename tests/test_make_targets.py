@@ -93,4 +93,4 @@ def test_report_topk_runs_offline_and_writes_its_gallery(tmp_path):
     assert len(rows) == 3 and all(r["status"] == "ok" for r in rows)
     for topk in (4, 8, 16):
         (job,) = sweep.glob(f"*topk={topk}")
-        assert sorted(p.name for p in (job / "demo_scene/neck").iterdir()) == [f"p{i}.png" for i in range(3, 8)]
+        assert sorted(p.name for p in (job / "demo_scene/neck").glob("*.png")) == [f"p{i}.png" for i in range(3, 8)]

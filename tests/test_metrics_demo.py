@@ -45,6 +45,7 @@ def test_gradcam_beats_the_random_baseline_and_its_metrics_recompute_from_the_sa
         f"analysis.steps={STEPS}",
         "analysis.baseline=random",
         "output.save_arrays=maps",
+        "output.pictures=both",  # the pictures too (multi_image stores maps by default)
         f"model.test_scale={SCALE}",
         "cache=off",
         f"output.dir={out}",

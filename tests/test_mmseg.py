@@ -77,7 +77,7 @@ def test_segformer_draws_stride_named_backbone_maps_with_its_class_map(tmp_path)
     )
     assert plain.returncode == 0
     without = cv2.imread(str(tmp_path / "plain/demo_scene/backbone/c3.png"))
-    assert with_mask.shape == without.shape == (480, 640, 3)
+    assert with_mask.shape == without.shape and with_mask.shape[1:] == (640, 3)  # 480 high under a caption band
     assert np.abs(with_mask.astype(int) - without.astype(int)).mean() > 5  # the class tint and legend are drawn
 
 

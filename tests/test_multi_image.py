@@ -102,8 +102,11 @@ def test_folder_run_survives_a_corrupt_file_and_keeps_duplicate_stems_apart(imag
         "model=retinanet_r50",
         f"model.mmdet_config={tiny_config}",
         f"output.dir={out}",
+        "output.pictures=composite",  # pictures and contact sheets (multi_image stores maps by default)
+        "output.caption=false",
+        "experiment.contact_tile=160",
     )
-    assert proc.returncode == 1, proc.stderr  # one failure -> non-zero, after everything else was drawn
+    assert proc.returncode == 1, proc.stderr
     m = json.loads((out / "manifest.json").read_text())
     assert m["status"] == "failed" and m["experiment"] == "multi_image"
     assert [f["item"] for f in m["failures"]] == [str(image_folder / "corrupt.jpg")]
@@ -115,16 +118,22 @@ def test_folder_run_survives_a_corrupt_file_and_keeps_duplicate_stems_apart(imag
     assert sheets[("neck", "p3")] == "contact/neck/p3.png" and len(sheets) == 5
     sheet = cv2.imread(str(out / "contact/neck/p3.png"))
     # 3 images -> a 2 x 2 grid, 4 px gaps, of 160 px high thumbnails padded white to the widest one (b.jpg:
-    # 120 x 200 -> 160 x 267); each tile below its label is the image's own p3.png scaled to 160 px (nearest)
-    assert sheet.shape == (2 * 160 + 4, 2 * 267 + 4, 3)
+    # 120 x 200 -> 160 x 267), each whole (its caption in a dark band above it), under the sheet's title band:
+    # each tile is the image's own p3.png scaled to 160 px (nearest)
+    assert sheet.shape[1] == 2 * 267 + 4 and sheet.shape[0] > 2 * 160 + 4
+    tops = {}
     for (row, col), image_id in zip([(0, 0), (0, 1), (1, 0)], ["a", "b", "b-2"], strict=True):
         picture = cv2.imread(str(out / image_id / "neck/p3.png"))
         width = round(picture.shape[1] * 160 / picture.shape[0])
         thumb = cv2.resize(picture, (width, 160), interpolation=cv2.INTER_NEAREST)
-        y, x = row * 164, col * 271
-        np.testing.assert_array_equal(sheet[y + 24 : y + 160, x : x + width], thumb[24:], err_msg=image_id)
+        x = col * 271
+        found = [y for y in range(sheet.shape[0] - 159) if np.array_equal(sheet[y : y + 160, x : x + width], thumb)]
+        assert len(found) == 1, image_id
+        y = tops[(row, col)] = found[0]
+        assert np.median(sheet[y - 6 : y, x : x + width]) < 64  # the dark caption band right above the tile
         assert (sheet[y : y + 160, x + width : x + 267] == 255).all()
-    assert (sheet[164:, 271:] == 255).all()  # the fourth cell is empty
+    assert tops[(0, 0)] == tops[(0, 1)] and tops[(1, 0)] >= tops[(0, 0)] + 160 + 4
+    assert (sheet[tops[(1, 0)] :, 271:] == 255).all()  # the fourth cell is empty
     assert "corrupt.jpg" in proc.stdout and "3 images, 1 failed" in proc.stdout
     umask = os.umask(0)
     os.umask(umask)
@@ -168,11 +177,14 @@ def test_threaded_drawing_writes_the_same_files_as_the_serial_path(image_folder,
     for workers in ("0", "2"):
         monkeypatch.setenv("FEATVIS_DRAW_WORKERS", workers)
         outs[workers] = out = tmp_path / f"workers{workers}"
-        proc = run_cli("experiment=multi_image", f"images={image_folder}", "cache=off", f"output.dir={out}")
+        args = ("experiment=multi_image", f"images={image_folder}", "cache=off", "output.pictures=both")
+        proc = run_cli(*args, f"output.dir={out}")
         assert proc.returncode == 0, proc.stderr
     pictures = {w: sorted(p.relative_to(o) for p in o.rglob("*.png")) for w, o in outs.items()}
     assert pictures["0"] == pictures["2"] and len(pictures["0"]) == 3 * 5 + 5  # 3 images x 5 levels + 5 sheets
-    for rel in pictures["0"]:
+    arrays = {w: sorted(p.relative_to(o) for p in o.rglob("*.npy")) for w, o in outs.items()}
+    assert arrays["0"] == arrays["2"] and len(arrays["0"]) == 3 * 5
+    for rel in pictures["0"] + arrays["0"]:
         assert (outs["0"] / rel).read_bytes() == (outs["2"] / rel).read_bytes(), rel
     serial, threaded = (json.loads((o / "manifest.json").read_text()) for o in outs.values())
     assert serial["outputs"] == threaded["outputs"] and serial["images"] == threaded["images"]

@@ -72,7 +72,8 @@ def run(tmp_path, monkeypatch):
     out = tmp_path / "out"
 
     def go(*overrides: str) -> dict:
-        args = ["experiment=multi_image", f"cache.dir={tmp_path / 'cache'}", f"output.dir={out}", *overrides]
+        args = ["experiment=multi_image", f"cache.dir={tmp_path / 'cache'}", f"output.dir={out}"]
+        args += ["output.pictures=composite", *overrides]  # these tests look at the pictures (multi_image: maps)
         with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
             dcfg = compose(config_name="config", overrides=prepare_argv(args))  # as the command line gives them
         resolved = OmegaConf.to_container(dcfg, resolve=True, enum_to_str=True)
@@ -179,7 +180,7 @@ def test_a_photo_with_exif_orientation_is_drawn_upright(run, tmp_path):
     array, _ = read_image(folder / "phone.jpg")
     assert array.shape == (40, 20, 3)
     assert np.abs(array.astype(int) - upright).max() < 40  # JPEG: close, not exact
-    m = run(f"images={folder}", "output.alpha=0", "output.draw_boxes=false")  # alpha 0: the picture is the image
+    m = run(f"images={folder}", "output.alpha=0", "output.draw_boxes=false", "output.caption=false")  # the image
     assert m["images"][0]["size_hw"] == [40, 20]
     picture = cv2.imread(str(run.out / m["outputs"][0]["file"]))
     assert picture.shape == (40, 20, 3)
@@ -198,7 +199,7 @@ def test_a_greyscale_image_is_read_as_three_equal_channels(run, tmp_path):
     assert array.shape == (16, 24, 3)
     for channel in range(3):
         np.testing.assert_array_equal(array[..., channel], grey)
-    m = run(f"images={folder}", "output.alpha=0", "output.draw_boxes=false")
+    m = run(f"images={folder}", "output.alpha=0", "output.draw_boxes=false", "output.caption=false")
     assert m["failures"] == [] and m["images"][0]["size_hw"] == [16, 24]
     picture = cv2.imread(str(run.out / m["outputs"][0]["file"]), cv2.IMREAD_UNCHANGED)
     assert picture.shape == (16, 24, 3)

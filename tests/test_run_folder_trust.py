@@ -272,7 +272,8 @@ def test_ctrl_c_journals_the_images_already_drawing_and_the_rerun_resumes_them(s
     assert str(info.value).startswith("interrupted after 2 of 6 images")
     journal = [json.loads(line) for line in (out / ".featvis/done.jsonl").read_text().splitlines()]
     assert [e["image_id"] for e in journal] == ["s0", "s1"]
-    assert all((out / f).is_file() for e in journal for f in e["files"]) and len(journal[1]["files"]) == 2
+    # multi_image stores maps by default: each of the two levels' .npy and the input's image.jpg
+    assert all((out / f).is_file() for e in journal for f in e["files"]) and len(journal[1]["files"]) == 3
     monkeypatch.setattr(batch_run, "level_jobs", held)
     source = FakeSource()
     monkeypatch.setattr(batch_run, "feature_source", lambda *a: source)
@@ -315,7 +316,10 @@ def test_ctrl_c_during_a_diff_finishes_and_journals_the_image_being_drawn(tmp_pa
     image = tmp_path / "scene.png"
     cv2.imwrite(str(image), np.full((32, 48, 3), 90, np.uint8))
     out = tmp_path / "out"
-    cfg = _compose("experiment=diff", f"image={image}", "cache=off", f"output.dir={out}", "reducer=squeeze_mean")
+    cfg = _compose(
+        "experiment=diff", f"image={image}", "cache=off", f"output.dir={out}", "reducer=squeeze_mean",
+        "output.pictures=composite",
+    )  # fmt: skip
     with pytest.raises(RunInterrupted) as info:
         diff_experiment.run_diff(cfg, out, {"diff": 1})
     assert str(info.value).startswith("interrupted after 1 of 1 images")

@@ -47,7 +47,7 @@ def test_single_per_image_scale_arrays_colorbar_box_cap_and_index(tmp_path):
     import cv2
 
     pic = cv2.imread(str(out / outs[0]["file"]))
-    assert pic.shape[0] == 480 and pic.shape[1] > 640  # the colour bar beside the 640-wide picture
+    assert pic.shape[0] > 480 and pic.shape[1] > 640  # a caption band above, the colour bar beside the picture
     image = m["images"][0]
     assert image["detections"] > 3 and image["boxes_drawn"] == 3
     assert any("drew the 3 best of" in n and "output.max_boxes=3" in n for n in m["notes"])
@@ -59,6 +59,7 @@ def test_single_per_image_scale_arrays_colorbar_box_cap_and_index(tmp_path):
 def test_multi_image_per_level_and_per_run_ranges_cover_every_image(scene_image, tmp_path):
     demo = REPO / "featvis_run" / "assets" / "demo_scene.png"
     common = [f"images=[{demo},{scene_image}]", "experiment=multi_image", f"cache.dir={tmp_path / 'cache'}"]
+    common.append("output.pictures=both")  # pictures and contact sheets besides the maps
     level, run = tmp_path / "level", tmp_path / "run"
     assert run_cli(*common, f"output.dir={level}", "output.scale=per_level").returncode == 0
     proc = run_cli(*common, f"output.dir={run}", "output.scale=per_run", "output.save_arrays=maps")

@@ -12,6 +12,7 @@ from featvis_run.errors import ConfigError
 
 __all__ = [
     "auto_arrangement",
+    "caption_band",
     "check_arrangement",
     "contact_sheet",
     "magnify",
@@ -60,6 +61,20 @@ def put_label(img: np.ndarray, text: str) -> None:
     cv2.putText(img, text, (2, th + 2), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), 1, cv2.LINE_AA)
 
 
+def caption_band(picture: np.ndarray, text: str, min_scale: float = 0.45) -> np.ndarray:
+    """``picture`` (BGR) with a dark band on top holding ``text`` in white, outside the picture (nothing of it is
+    covered); the font grows with the width (0.45 to 1.0 of OpenCV's simplex font) and shrinks until it fits."""
+    w = picture.shape[1]
+    scale = max(min_scale, min(w / 640, 1.0))
+    thick = 2 if scale >= 0.9 else 1
+    while scale > 0.3 and cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, thick)[0][0] > w - 8:
+        scale -= 0.05
+    (_, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, thick)
+    band = np.full((th + base + 10, w, 3), 32, np.uint8)
+    cv2.putText(band, text, (4, th + 5), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), thick, cv2.LINE_AA)
+    return np.vstack([band, picture])
+
+
 def tile_grid(tiles: Sequence[np.ndarray], labels: Sequence[str], rows: int, cols: int, gap: int = 2) -> np.ndarray:
     """Tile equally sized BGR images row-major into a rows x cols grid, each with its label in the corner."""
     if not tiles:
@@ -91,12 +106,14 @@ def pad_to_largest(pictures: Sequence[np.ndarray]) -> list[np.ndarray]:
 def contact_sheet(
     pictures: Sequence[np.ndarray], labels: Sequence[str], gap: int = 4, rows: int | None = None
 ) -> np.ndarray:
-    """Pictures (sizes may differ; each padded to the largest) in a grid, each labelled (e.g. by image).
+    """Pictures (sizes may differ; each padded to the largest) in a grid, each with its label (e.g. the image) in a
+    caption band above it, outside the picture.
 
     ``rows=None`` picks a near-square grid; ``rows=1`` puts them side by side."""
-    tiles = pad_to_largest(pictures)
+    captioned = [caption_band(p, labels[i]) if i < len(labels) and labels[i] else p for i, p in enumerate(pictures)]
+    tiles = pad_to_largest(captioned)
     if rows is None:
         rows, cols = auto_arrangement(len(tiles))
     else:
         cols = math.ceil(len(tiles) / rows)
-    return tile_grid(tiles, labels, rows, cols, gap)
+    return tile_grid(tiles, [], rows, cols, gap)

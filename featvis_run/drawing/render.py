@@ -33,7 +33,7 @@ from featvis_run.maps.geometry import Geometry, unseen_region, upsample_to_canva
 from featvis_run.maps.reduce import ReducedMap
 from featvis_run.predictions import Classification, Detections, Keypoints, Predictions, SegmentationMap
 
-__all__ = ["Drawn", "RenderOptions", "render_map", "render_map_scaled"]
+__all__ = ["Drawn", "RenderOptions", "render_map", "render_map_scaled", "with_colorbar"]
 
 
 @dataclass(frozen=True)
@@ -152,7 +152,8 @@ def _empty(like: np.ndarray) -> np.ndarray:
     return out
 
 
-def _with_bar(drawn: Drawn, opts: RenderOptions) -> Drawn:
+def with_colorbar(drawn: Drawn, opts: RenderOptions) -> Drawn:
+    """``drawn`` with a labelled colour bar on its right when ``opts.colorbar`` (and it has a colour range)."""
     if not opts.colorbar or (drawn.scale is None and not drawn.tile_scales):
         return drawn
     bar = add_colorbar(drawn.picture, drawn.scale, colormap_lut(opts.colormap, opts.signed))
@@ -198,8 +199,8 @@ def render_map_scaled(
         labels = [_channel_label(c, opts.channel_names) for c in reduced.channels] if opts.label else []
         grid = tile_grid(tiles, labels, rows, cols, opts.gap)
         if opts.value_range is not None:
-            return _with_bar(Drawn(grid, drawn[0][1]), opts)
-        return _with_bar(Drawn(grid, None, tuple(r for _, r in drawn)), opts)
+            return with_colorbar(Drawn(grid, drawn[0][1]), opts)
+        return with_colorbar(Drawn(grid, None, tuple(r for _, r in drawn)), opts)
     if reduced.kind == "image":
         rgb = reduced.maps
         if canvas is not None:
@@ -215,7 +216,7 @@ def render_map_scaled(
         return Drawn(_empty(like), None)
     out, scale = _draw_one(reduced.maps[0], feat_hw, geom, canvas, opts)
     if canvas is None:
-        return _with_bar(Drawn(magnify(out, opts.min_size), scale), opts)
+        return with_colorbar(Drawn(magnify(out, opts.min_size), scale), opts)
     sizes = (canvas.shape[0] / geom.ori_hw[0], canvas.shape[1] / geom.ori_hw[1])
     if ground_truth is not None and len(ground_truth.boxes):
         out = draw_ground_truth(out, ground_truth, sizes)
@@ -227,4 +228,4 @@ def render_map_scaled(
         out = draw_keypoints(out, predictions, (canvas.shape[0] / geom.ori_hw[0], canvas.shape[1] / geom.ori_hw[1]))
     elif isinstance(predictions, Classification):
         out = draw_classification(out, predictions)
-    return _with_bar(Drawn(out, scale), opts)
+    return with_colorbar(Drawn(out, scale), opts)

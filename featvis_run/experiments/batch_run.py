@@ -18,7 +18,8 @@ import numpy as np
 
 from featvis_run.analysis.annotations import GroundTruth, run_annotations
 from featvis_run.analysis.collector import RunAnalysis
-from featvis_run.drawing.layout import contact_sheet
+from featvis_run.drawing.layout import caption_band, contact_sheet
+from featvis_run.drawing.render import Drawn, with_colorbar
 from featvis_run.errors import FeatvisError, RunInterrupted, TargetNotFound, error_line
 from featvis_run.experiments.common import (
     ImageRate,
@@ -41,6 +42,7 @@ from featvis_run.experiments.inputs import ImageBatches, picture_ids
 from featvis_run.experiments.metrics_run import MetricsPlan, metric_means, run_image_metrics
 from featvis_run.experiments.pipeline import drawing_pool, prefetch
 from featvis_run.experiments.settings import DrawSettings
+from featvis_run.experiments.stored import image_file, map_caption, stored_image_hw, write_input_image
 from featvis_run.maps.geometry import geometry_record
 from featvis_run.maps.scales import RangeBook
 from featvis_run.models.source import FeatureSource
@@ -100,6 +102,7 @@ class _ImageRun:
         self.failures: list[Failure] = []
         self.notes: list[str] = []
         self.thumbs: dict[LevelKey, list[tuple[str, np.ndarray]]] = {}
+        self.sheet_scales: dict[LevelKey, set[tuple[float, ...] | None]] = {}
         self._timer_lock = threading.Lock()
 
     def process(self, batch: Sequence[InputImage]) -> None:
@@ -153,6 +156,10 @@ class _ImageRun:
                 )
                 extra.update(scored)
                 notes += metric_notes
+            if self.settings.write_maps:  # the input once, for the report page to draw the maps on
+                hw = stored_image_hw(g)
+                extra |= {"image_file": image_file(im.image_id), "image_file_hw": hw}
+                jobs.append(functools.partial(_store_input, self.out_dir, im.image_id, im.array, hw))
             image = ImageRecord(
                 os.path.abspath(im.path),
                 g.ori_hw,
@@ -194,15 +201,16 @@ class _ImageRun:
     def _collect_oldest(self) -> None:
         """Wait for the oldest image's drawings; record and journal it."""
         p = self.pending[0]
-        drawn = [future.result() for future in p.futures]
+        drawn = [d for d in (future.result() for future in p.futures) if d is not None]  # None: the stored input
         self.pending.popleft()  # only now: Ctrl-C while waiting leaves the image to :meth:`salvage`
         records = [record for record, _ in drawn]
         self._add(p.image_id, p.image, records, p.notes, [picture for _, picture in drawn])
         payload = {"image": asdict(p.image), "outputs": [asdict(r) for r in records], "notes": p.notes}
-        arrays = [a["file"] for r in records for a in r.arrays.values()]
+        files = [r.file for r in records] + [a["file"] for r in records for a in r.arrays.values()]
+        files += [p.image.image_file] if p.image.image_file else []
         if self.analysis is not None and p.analysis is not None:  # written and counted before it is journaled
-            arrays += self.analysis.keep(p.image_id, p.image.path, p.analysis.result())
-        self.folder.record(p.image_id, [r.file for r in records] + arrays, payload)
+            files += self.analysis.keep(p.image_id, p.image.path, p.analysis.result())
+        self.folder.record(p.image_id, list(dict.fromkeys(files)), payload)
 
     def finish(self) -> None:
         """Wait for every image still being drawn."""
@@ -226,6 +234,8 @@ class _ImageRun:
         """Take a finished image from the journal of an earlier run in this folder."""
         records = [MapRecord(**r) for r in entry["outputs"]]
         pictures = [cv2.imread(str(self.out_dir / r.file)) for r in records] if self.thumb_height else []
+        if self.thumb_height and self.settings.caption:  # the written picture's caption band: the sheet has its own
+            pictures = [_uncaptioned(p, r) for p, r in zip(pictures, records, strict=True)]
         self._add(image_id, ImageRecord(**entry["image"]), records, entry.get("notes", []), pictures)
 
     def _add(
@@ -238,16 +248,45 @@ class _ImageRun:
             if self.thumb_height and picture is not None:
                 key = LevelKey(record.layer, record.level)
                 self.thumbs.setdefault(key, []).append((image_id, _thumbnail(picture, self.thumb_height)))
+                self.sheet_scales.setdefault(key, set()).add(tuple(record.scale) if record.scale else None)
 
     def contact_sheets(self) -> list[dict[str, str]]:
-        """Write one sheet per layer/level with every image's picture; returns their manifest entries."""
+        """Write one sheet per layer/level with every image's picture, each captioned above its tile with its image,
+        the sheet with its level (and, with ``output.colorbar``, one colour bar when every tile shares one range);
+        returns their manifest entries."""
         sheets = []
         for key, thumbs in self.thumbs.items():
             sheet = contact_sheet([t for _, t in thumbs], [name for name, _ in thumbs])
+            scales = self.sheet_scales.get(key, set())
+            shared = next(iter(scales)) if len(scales) == 1 else None
+            if shared is not None:
+                sheet = with_colorbar(Drawn(sheet, shared), self.settings.render).picture
+            title = f"{key.layer} / {key.level}: {len(thumbs)} images"
+            title += "" if shared is not None else ", each with its own colour range"
+            sheet = caption_band(sheet, title)
             target = self.out_dir / "contact" / safe_name(key.layer) / f"{safe_name(key.level)}.png"
             path = write_image(target, sheet)
             sheets.append({"layer": key.layer, "level": key.level, "file": str(path.relative_to(self.out_dir))})
         return sheets
+
+
+def _store_input(out_dir: Path, image_id: str, image: np.ndarray, hw: tuple[int, int]) -> None:
+    """Write ``<image>/image.jpg`` (a job of the drawing pool; it returns no record)."""
+    write_input_image(out_dir, image_id, image, hw)
+
+
+def _uncaptioned(picture: np.ndarray | None, record: MapRecord) -> np.ndarray | None:
+    """A written picture without its caption band (the band is as tall as :func:`caption_band` makes it for the
+    picture's width and caption), for a resumed run's contact sheet."""
+    if picture is None:
+        return None
+    band = (
+        caption_band(
+            picture[:1], map_caption(record.layer, record.level, record.reducer, record.scale, record.tile_scales)
+        ).shape[0]
+        - 1
+    )
+    return picture[band:]
 
 
 def _thumbnail(picture: np.ndarray, height: int) -> np.ndarray:
@@ -308,7 +347,8 @@ def run_images(
     folder = RunFolder.open(out_dir, resolved, cfg.output.overwrite, picture_order)
     timer = Timer()
     cache = activation_cache(cfg)
-    thumb_height = cfg.experiment.contact_tile if not strict and cfg.experiment.contact_sheet else 0
+    sheets_wanted = not strict and cfg.experiment.contact_sheet and settings.write_pictures  # maps: the page instead
+    thumb_height = cfg.experiment.contact_tile if sheets_wanted else 0
     analysis = RunAnalysis(cfg.analysis, out_dir, picture_order)
     # an input is finished when every picture of it is journaled with its analysis partial; the partials are merged
     # here, in input order, as a fresh run would

@@ -28,6 +28,7 @@ from featvis_run.experiments.inputs import (
     unique_ids,
 )
 from featvis_run.experiments.settings import DrawSettings
+from featvis_run.experiments.stored import image_file, stored_image_hw, write_input_image
 from featvis_run.maps.evolution import natural_key
 from featvis_run.maps.geometry import geometry_record
 from featvis_run.models.base import ImageFeatures
@@ -148,6 +149,10 @@ def run_checkpoints(cfg: Config, out_dir: Path, resolved: dict[str, Any]) -> Run
         last = loaded[-1][2][i]
         g = last.geometry
         counts = prediction_counts(last.predictions, settings)
+        stored: dict[str, Any] = {}
+        if settings.write_maps:  # the input once, for the report page to draw the maps on
+            stored = {"image_file": image_file(im.image_id), "image_file_hw": stored_image_hw(g)}
+            write_input_image(out_dir, im.image_id, im.array, stored["image_file_hw"])
         image_records.append(
             ImageRecord(
                 os.path.abspath(im.path),
@@ -157,6 +162,7 @@ def run_checkpoints(cfg: Config, out_dir: Path, resolved: dict[str, Any]) -> Run
                 id=im.image_id,
                 geometry=geometry_record(g),
                 predictions=prediction_record(last.predictions, settings),
+                **stored,
             )
         )
         notes += [f"{im.image_id}: {note}" for note in im.notes]
@@ -178,6 +184,8 @@ def run_checkpoints(cfg: Config, out_dir: Path, resolved: dict[str, Any]) -> Run
     notes = folder.notes + model_notes + non_finite_notes(outputs) + sorted({o.note for o in outputs if o.note}) + notes
     sequences = [lv[k] for lv in levels for k in ("gif", "strip", "change_plot") if lv.get(k)]
     files = [o.file for o in outputs] + [a["file"] for o in outputs for a in o.arrays.values()] + sequences
+    files += [i.image_file for i in image_records if i.image_file]
+    files = list(dict.fromkeys(files))
     folder.record("checkpoints", files, {"checkpoints": [e["checkpoint"] for e in entries]})
     result = RunResult(
         experiment="checkpoints",

@@ -18,21 +18,26 @@ from typing import Any
 
 import numpy as np
 
+from featvis_run.drawing.layout import caption_band
 from featvis_run.errors import ConfigError, FeatvisError, RunInterrupted, error_line
 from featvis_run.experiments.common import activation_cache, cache_summary, resume_hint
 from featvis_run.experiments.diff_levels import (
+    DIFF_LABELS,
     DiffSide,
     ReducedLevel,
     add_diff_stats,
     diff_side,
     draw_reduced_level,
+    level_numbers,
     level_ranges,
     reduce_level,
+    side_labels,
 )
 from featvis_run.experiments.draw import box_cap_note, finite_stats, prediction_counts, prediction_record, save_arrays
 from featvis_run.experiments.inputs import ImageBatches, check_inputs, image_paths, named_inputs, selected_inputs
 from featvis_run.experiments.pipeline import drawing_pool, prefetch
 from featvis_run.experiments.settings import DrawSettings
+from featvis_run.experiments.stored import image_file, map_caption, stored_image_hw, write_input_image
 from featvis_run.maps.geometry import cell_placement, geometry_record, valid_cells
 from featvis_run.maps.scales import RangeBook
 from featvis_run.models.base import ImageFeatures
@@ -101,6 +106,8 @@ class _DiffRun:
         self.folder, self.out_dir, self.settings, self.use_norm = folder, folder.out_dir, settings, cfg.use_norm
         self.mode, self.max_pixels = cfg.experiment.diff_mode.value, cfg.images.max_pixels
         self.source_a, self.source_b = sources
+        a, b = cfg.model_a, cfg.model_b
+        self.labels = side_labels(a.name, a.checkpoint, b.name, b.checkpoint) if a and b else ("A", "B")
         self.run_ranges = run_ranges
         self.outputs: list[MapRecord] = []
         self.comparisons: list[dict[str, Any]] = []
@@ -129,8 +136,8 @@ class _DiffRun:
         pairs, note = paired_levels(list(item_a.features), list(item_b.features))
         levels = []
         for level, key_a, key_b in pairs:
-            a = diff_side(self.source_a.name, item_a.features[key_a], item_a.geometry, self.use_norm)
-            b = diff_side(self.source_b.name, item_b.features[key_b], item_b.geometry, self.use_norm)
+            a = diff_side(self.labels[0], item_a.features[key_a], item_a.geometry, self.use_norm)
+            b = diff_side(self.labels[1], item_b.features[key_b], item_b.geometry, self.use_norm)
             levels.append((key_a, key_b, reduce_level(level, a, b, self.settings, self.mode)))
         return levels, note
 
@@ -147,8 +154,13 @@ class _DiffRun:
         started = time.perf_counter()
         ranges = level_ranges(self.settings.scale, [lv for *_, lv in levels], self.mode, self.run_ranges)
 
+        g = item_a.geometry
+        stored: dict[str, Any] = {}
+        if self.settings.write_maps:  # the input once, for the report page to draw the maps on
+            stored = {"image_file": image_file(im.image_id), "image_file_hw": stored_image_hw(g)}
+            write_input_image(self.out_dir, im.image_id, im.array, stored["image_file_hw"])
+
         def image_entry() -> dict[str, Any]:
-            g = item_a.geometry
             counts = prediction_counts(item_a.predictions, self.settings)
             capped = box_cap_note(im.image_id, counts, self.settings.render.max_boxes)
             image = ImageRecord(
@@ -159,6 +171,7 @@ class _DiffRun:
                 id=im.image_id,
                 geometry=geometry_record(g),
                 predictions=prediction_record(item_a.predictions, self.settings),
+                **stored,
             )
             return {"image": asdict(image), "notes": notes + ([capped] if capped else [])}
 
@@ -182,8 +195,9 @@ class _DiffRun:
     def _record(self, im: InputImage, entry: dict[str, Any], drawn: list[tuple[MapRecord, dict[str, Any]]]) -> None:
         """Journal a drawn image (every file it wrote) and add it to the run."""
         entry |= {"outputs": [asdict(record) for record, _ in drawn], "comparisons": [c for _, c in drawn]}
-        files = [f for _, c in drawn for f in (c["diff_file"], c["panel_file"])]
+        files = [f for _, c in drawn for f in (c["diff_file"], c["panel_file"]) if f]
         files += [a["file"] for record, _ in drawn for a in record.arrays.values()]
+        files += [entry["image"]["image_file"]] if entry["image"].get("image_file") else []
         self.folder.record(im.image_id, files, entry)
         self.restore(entry)
 
@@ -198,13 +212,23 @@ class _DiffRun:
         self, im: InputImage, key_a: LevelKey, key_b: LevelKey, lv: ReducedLevel, ranges: tuple[Any, Any]
     ) -> tuple[MapRecord, dict[str, Any]]:
         level = lv.level
-        numbers, picture, panel = draw_reduced_level(im.array, lv, self.settings, self.mode, ranges)
         base = self.out_dir / safe_name(im.image_id)
-        diff_file = write_image(base / "diff" / f"{safe_name(level)}.{self.settings.fmt}", picture)
-        panel_file = write_image(base / "panel" / f"{safe_name(level)}.{self.settings.fmt}", panel)
-        rel = str(diff_file.relative_to(self.out_dir))
+        diff_file = base / "diff" / f"{safe_name(level)}.{self.settings.fmt}"
+        rel = panel_rel = None
+        if self.settings.write_pictures:
+            numbers, picture, panel = draw_reduced_level(im.array, lv, self.settings, self.mode, ranges)
+            if self.settings.caption:
+                what = f"{lv.a.name} vs {lv.b.name}: {DIFF_LABELS[self.mode]}"
+                picture = caption_band(picture, map_caption("diff", level, what, numbers["scale"]))
+            rel = str(write_image(diff_file, picture).relative_to(self.out_dir))
+            panel_file = write_image(base / "panel" / f"{safe_name(level)}.{self.settings.fmt}", panel)
+            panel_rel = str(panel_file.relative_to(self.out_dir))
+        else:  # output.pictures=maps: the arrays only (the diff's, and each side's next to where the panel goes)
+            numbers = level_numbers(lv, self.mode, ranges)
+        arrays = self._arrays(diff_file, lv)
         comparison = {"image": im.image_id, "level": level, "layer_a": key_a.layer, "layer_b": key_b.layer}
-        comparison |= numbers | {"diff_file": rel, "panel_file": str(panel_file.relative_to(self.out_dir))}
+        comparison |= {"label_a": lv.a.name, "label_b": lv.b.name}  # model names, or checkpoint stems of one model
+        comparison |= numbers | {"diff_file": rel, "panel_file": panel_rel}
         sides = (
             ("a", lv.a.full_hw, lv.a.geometry),
             ("b", lv.b.full_hw, lv.b.geometry),
@@ -230,11 +254,11 @@ class _DiffRun:
             reducer=f"{self.mode} {lv.diff.reducer}",
             channels=lv.diff.channels,
             stats=finite_stats(maps),
-            file=rel,
+            file=rel or arrays["map"]["file"],
             note=numbers["note"],
             non_finite=int(maps.size - np.count_nonzero(np.isfinite(maps))),
             scale=numbers["scale"],
-            arrays=self._arrays(diff_file, lv),
+            arrays=arrays,
             stride_hw=stride_hw,
             cell_origin=cell_origin,
         )

@@ -6,10 +6,12 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import PurePath
 from typing import Any
 
 import numpy as np
 
+from featvis_run.drawing.colour import finite_range
 from featvis_run.drawing.layout import contact_sheet
 from featvis_run.drawing.render import RenderOptions, render_map_scaled
 from featvis_run.experiments.settings import DrawSettings
@@ -20,17 +22,40 @@ from featvis_run.maps.reduce import ReducedMap, reduce_channels, standardize
 from featvis_run.maps.scales import RangeBook, ScaleSpec, image_ranges, value_range
 
 __all__ = [
+    "DIFF_LABELS",
     "DiffSide",
     "ReducedLevel",
     "add_diff_stats",
     "diff_side",
     "draw_level",
     "draw_reduced_level",
+    "level_numbers",
     "level_ranges",
     "reduce_level",
+    "side_labels",
 ]
 
-_DIFF_LABEL = {"abs": "|A-B|", "signed": "A-B", "relative": "|A-B|/(|A|+|B|)"}
+DIFF_LABELS = {"abs": "|A-B|", "signed": "A-B", "relative": "|A-B|/(|A|+|B|)"}
+
+
+def side_labels(name_a: str, ckpt_a: str | None, name_b: str, ckpt_b: str | None) -> tuple[str, str]:
+    """How the two models of a diff are told apart in pictures and the report: their model names, or, for two
+    checkpoints of one model, the checkpoint stems (``epoch_1`` | ``epoch_12``; ``random init`` without one), with
+    the folder when the stems alike (``run1/latest``)."""
+    if name_a != name_b:
+        return name_a, name_b
+
+    def stem(ckpt: str | None, parts: int) -> str:
+        if not ckpt:
+            return "random init"
+        path = PurePath(ckpt)
+        return "/".join([*path.parent.parts[-(parts - 1) :], path.stem] if parts > 1 else [path.stem])
+
+    for parts in (1, 2):
+        a, b = stem(ckpt_a, parts), stem(ckpt_b, parts)
+        if a != b:
+            return a, b
+    return name_a, name_b
 
 
 @dataclass(frozen=True)
@@ -161,6 +186,26 @@ def draw_level(
     return numbers, lv.diff, diff_picture, panel
 
 
+def _signed(rng: tuple[float, float] | None) -> tuple[float, float] | None:
+    if rng is None:
+        return None
+    peak = max(abs(rng[0]), abs(rng[1]))
+    return (-peak, peak)
+
+
+def level_numbers(
+    lv: ReducedLevel, mode: str, ranges: tuple[tuple[float, float] | None, tuple[float, float] | None]
+) -> dict[str, Any]:
+    """The numbers :func:`draw_reduced_level` records, for a level that is stored but not drawn
+    (``output.pictures=maps``): the diff's colour range picked as drawing would (the given range, else its finite
+    min-max; centred on 0 when signed; None for a grid scaled per tile)."""
+    rng = ranges[0]
+    if rng is None and lv.diff.kind != "grid":
+        rng = finite_range(lv.diff.maps)
+    rng = _signed(rng) if mode == "signed" else rng
+    return {**lv.numbers, "scale": rng, "panel_scale": ranges[1]}
+
+
 def draw_reduced_level(
     image: np.ndarray,
     lv: ReducedLevel,
@@ -177,7 +222,7 @@ def draw_reduced_level(
         render_map_scaled(red, side.full_hw, side.geometry, image, side_opts).picture
         for red, side in ((lv.side_a, lv.a), (lv.side_b, lv.b))
     ]
-    labels = [f"A {lv.a.name} {lv.level}", f"B {lv.b.name} {lv.level}", f"{_DIFF_LABEL[mode]} {lv.level}"]
+    labels = [f"A {lv.a.name} {lv.level}", f"B {lv.b.name} {lv.level}", f"{DIFF_LABELS[mode]} {lv.level}"]
     panel = contact_sheet([*side_pictures, diff_drawn.picture], labels, rows=1)
     numbers = {**lv.numbers, "scale": diff_drawn.scale, "panel_scale": ranges[1]}
     return numbers, diff_drawn.picture, panel

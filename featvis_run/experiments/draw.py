@@ -12,8 +12,10 @@ from typing import Any
 
 import numpy as np
 
-from featvis_run.drawing.render import render_map_scaled
+from featvis_run.drawing.layout import caption_band
+from featvis_run.drawing.render import render_map_scaled, with_colorbar
 from featvis_run.experiments.settings import DrawSettings
+from featvis_run.experiments.stored import map_caption, map_scales
 from featvis_run.maps.cam import FUSED
 from featvis_run.maps.geometry import Geometry, cell_placement, crop_valid, valid_cells
 from featvis_run.maps.modes import ReducerName
@@ -155,7 +157,7 @@ def level_jobs(
     out_dir: Path,
     run_ranges: Mapping[str, tuple[float, float] | None] | None = None,
     ground_truth: Detections | None = None,
-) -> list[Callable[[], tuple[MapRecord, np.ndarray]]]:
+) -> list[Callable[[], tuple[MapRecord, np.ndarray | None]]]:
     """The drawing of each (C, H, W) map of one image as a job that renders it, writes it under
     ``out_dir/<image>/<layer>/<level>.<fmt>`` (with its arrays) and returns its record with the picture (jobs can
     run in threads).
@@ -219,33 +221,48 @@ def _draw_level(
     opts: Any,
     target: Path,
     ground_truth: Detections | None = None,
-) -> tuple[MapRecord, np.ndarray]:
+) -> tuple[MapRecord, np.ndarray | None]:
+    """Draw and write one level (``output.pictures=composite|both``: the picture, captioned, with its colour bar;
+    ``maps|both``: ``<level>.npy``); returns its record and the bare picture for contact sheets (None in maps
+    mode)."""
     c, h, w = feat.shape
     stride_hw, cell_origin = cell_placement((h, w), geometry)
-    drawn = render_map_scaled(reduced, (h, w), geometry, image, opts, shown, ground_truth)
-    written = write_image(target, drawn.picture)
     base = target.parents[2]
+    reducer = settings.reducer if settings.reducer != "none" else f"top{len(reduced.channels)}"
+    picture = written = None
+    if settings.write_pictures:
+        bare = dataclasses.replace(opts, colorbar=False)
+        drawn = render_map_scaled(reduced, (h, w), geometry, image, bare, shown, ground_truth)
+        picture = drawn.picture
+        scale, tile_scales = drawn.scale, drawn.tile_scales
+        full = with_colorbar(drawn, opts).picture
+        if settings.caption:
+            full = caption_band(full, map_caption(key.layer, key.level, reducer, scale, tile_scales))
+        written = write_image(target, full)
+    else:
+        scale, tile_scales = map_scales(reduced, opts.value_range)
     cropped = crop_valid(feat, geometry) if settings.save_features else None
     arrays = save_arrays(target, base, settings, reduced, cropped)
+    file = written.relative_to(base) if written is not None else Path(arrays["map"]["file"])
     record = MapRecord(
         image=image_id,
         layer=key.layer,
         level=key.level,
         shape=(c, h, w),
         valid_hw=valid_cells((h, w), geometry),
-        reducer=settings.reducer if settings.reducer != "none" else f"top{len(reduced.channels)}",
+        reducer=reducer,
         channels=reduced.channels,
         stats=finite_stats(reduced.maps),
-        file=str(written.relative_to(base)),
+        file=str(file),
         note=reduced.note,
         non_finite=int(feat.size - np.count_nonzero(np.isfinite(feat))),
-        scale=drawn.scale,
-        tile_scales=drawn.tile_scales,
+        scale=scale,
+        tile_scales=tile_scales,
         arrays=arrays,
         stride_hw=stride_hw,
         cell_origin=cell_origin,
     )
-    return record, drawn.picture
+    return record, picture
 
 
 def draw_levels(
@@ -258,7 +275,7 @@ def draw_levels(
     out_dir: Path,
     pool: Executor | None = None,
     run_ranges: Mapping[str, tuple[float, float] | None] | None = None,
-) -> list[tuple[MapRecord, np.ndarray]]:
+) -> list[tuple[MapRecord, np.ndarray | None]]:
     """Draw every level of one image (see :func:`level_jobs`), in ``pool``'s threads when given; returns each
     level's record and picture, in level order."""
     jobs = level_jobs(image_id, image, features, geometry, predictions, settings, out_dir, run_ranges)

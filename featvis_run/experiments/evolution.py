@@ -2,10 +2,12 @@
 
 Shared by ``experiment=checkpoints`` and the training hook's end-of-training summary. For each level it writes
 
-- frames ``<image>/<layer>/<level>/<label>.<fmt>``, every one with the level's shared colour range;
-- ``<image>/<layer>/<level>.gif``: one frame per checkpoint, each labelled with its checkpoint;
-- ``<image>/<layer>/<level>_strip.png``: the frames side by side, labelled;
-- ``<image>/<layer>/<level>_change.png``: mean |A_t - A_last| and CKA to the last frame, as a line plot.
+- frames ``<image>/<layer>/<level>/<label>.<fmt>``, every one with the level's shared colour range, captioned
+  with its checkpoint (``output.pictures=composite|both``);
+- ``<image>/<layer>/<level>/<label>.npy``: each frame's reduced map at feature resolution (``maps|both``);
+- ``<image>/<layer>/<level>.gif``: one frame per checkpoint, each labelled with its checkpoint (composite|both);
+- ``<image>/<layer>/<level>_strip.png``: the frames side by side, labelled (composite|both);
+- ``<image>/<layer>/<level>_change.png``: mean |A_t - A_last| and CKA to the last frame, as a line plot (always).
 """
 
 from __future__ import annotations
@@ -19,9 +21,9 @@ import cv2
 import numpy as np
 
 from featvis_run.drawing.animation import encode_gif, label_frame, line_plot
-from featvis_run.drawing.layout import contact_sheet
+from featvis_run.drawing.layout import caption_band, contact_sheet
 from featvis_run.drawing.render import render_map
-from featvis_run.experiments.draw import finite_stats, save_arrays
+from featvis_run.experiments.draw import finite_stats
 from featvis_run.experiments.settings import DrawSettings
 from featvis_run.maps.evolution import change_to_reference, reduce_fixed, shared_range
 from featvis_run.maps.geometry import Geometry, cell_placement, crop_valid, valid_cells
@@ -29,7 +31,7 @@ from featvis_run.maps.reduce import reduce_channels, standardize
 from featvis_run.predictions import Predictions
 from featvis_run.recording.levels import LevelKey
 from featvis_run.store.manifest import MapRecord
-from featvis_run.store.outputs import safe_name, write_bytes, write_image
+from featvis_run.store.outputs import safe_name, write_array, write_bytes, write_image
 
 __all__ = ["Frame", "FrameRecord", "write_sequence"]
 
@@ -93,9 +95,18 @@ def write_sequence(
     records, pictures = [], []
     for frame, red in zip(frames, reduced, strict=True):
         feat_hw = tuple(frame.feat.shape[-2:])
-        picture = render_map(red, feat_hw, frame.geometry, image, opts, settings.shown(frame.predictions))
-        written = write_image(folder / level / f"{safe_name(frame.label)}.{settings.fmt}", picture)
-        pictures.append(picture)
+        stem = folder / level / safe_name(frame.label)
+        file, arrays = None, {}
+        if settings.write_pictures:
+            picture = render_map(red, feat_hw, frame.geometry, image, opts, settings.shown(frame.predictions))
+            pictures.append(picture)
+            colours = f"colours {scale[0]:.3g} .. {scale[1]:.3g}" if scale is not None else "no finite values"
+            shown = caption_band(picture, f"{frame.label}  {where}  {colours}") if settings.caption else picture
+            file = str(write_image(stem.with_name(f"{stem.name}.{settings.fmt}"), shown).relative_to(out_dir))
+        if settings.save_maps:
+            arr = red.maps[0] if red.kind == "single" else red.maps
+            path = write_array(stem.with_name(f"{stem.name}.npy"), np.asarray(arr, np.float32))
+            arrays["map"] = {"file": str(path.relative_to(out_dir)), "shape": list(arr.shape)}
         stride_hw, cell_origin = cell_placement(feat_hw, frame.geometry)
         records.append(
             FrameRecord(
@@ -107,23 +118,23 @@ def write_sequence(
                 reducer=settings.reducer if settings.reducer != "none" else f"top{len(red.channels)}",
                 channels=red.channels,
                 stats=finite_stats(red.maps),
-                file=str(written.relative_to(out_dir)),
+                file=file or arrays["map"]["file"],
                 note=red.note,
                 non_finite=int(frame.feat.size - np.count_nonzero(np.isfinite(frame.feat))),
+                arrays=arrays,
                 checkpoint=frame.label,
                 scale=scale,
-                arrays=save_arrays(written, out_dir, settings, red, None),  # <level>/<checkpoint>.npy
                 stride_hw=stride_hw,
                 cell_origin=cell_origin,
             )
         )
     labels = [f.label for f in frames]
-    gif = write_bytes(
-        folder / f"{level}.gif",
-        encode_gif([label_frame(p, f"{lab}  {where}") for p, lab in zip(pictures, labels, strict=True)], duration_ms),
-    )
-    strip = contact_sheet([_shrink_to_height(p, STRIP_HEIGHT) for p in pictures], labels, rows=1)
-    strip_file = write_image(folder / f"{level}_strip.png", strip)
+    gif = strip_file = None
+    if pictures:
+        frames_gif = [label_frame(p, f"{lab}  {where}") for p, lab in zip(pictures, labels, strict=True)]
+        gif = write_bytes(folder / f"{level}.gif", encode_gif(frames_gif, duration_ms))
+        strip = contact_sheet([_shrink_to_height(p, STRIP_HEIGHT) for p in pictures], labels, rows=1)
+        strip_file = write_image(folder / f"{level}_strip.png", strip)
     change = change_to_reference(cropped, cropped[-1])
     notes: list[str] = []
     plot_file = None
@@ -146,8 +157,8 @@ def write_sequence(
         "scale": list(scale) if scale is not None else None,
         "channels": list(fixed) if fixed is not None else None,
         "frames": [r.file for r in records],
-        "gif": str(gif.relative_to(out_dir)),
-        "strip": str(strip_file.relative_to(out_dir)),
+        "gif": str(gif.relative_to(out_dir)) if gif is not None else None,
+        "strip": str(strip_file.relative_to(out_dir)) if strip_file is not None else None,
         "change_plot": plot_file,
         "change": [{"checkpoint": lab, **c} for lab, c in zip(labels, change, strict=True)],
     }

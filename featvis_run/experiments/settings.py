@@ -9,13 +9,27 @@ from featvis_run.drawing.colour import colormap_id
 from featvis_run.drawing.layout import check_arrangement
 from featvis_run.drawing.render import RenderOptions
 from featvis_run.errors import ConfigError
-from featvis_run.maps.modes import ArrayExport, ReducerName, ScaleMode
+from featvis_run.maps.modes import ArrayExport, PicturesMode, ReducerName, ScaleMode
 from featvis_run.maps.scales import ScaleSpec
 from featvis_run.maps.targets import Target, parse_target
 from featvis_run.predictions import Detections, Keypoints, Predictions
 from featvis_run.schema import Config
 
-__all__ = ["DrawSettings"]
+__all__ = ["DEFAULT_PICTURES", "DrawSettings", "pictures_mode"]
+
+#: ``output.pictures=null``: what each experiment stores by default. One image (single), two models (diff) and a
+#: checkpoint sequence are small: both the pictures and the arrays the report page draws. multi_image runs over
+#: thousands of images: arrays and one JPEG per image (about 20x fewer bytes than image-sized PNGs, measured in
+#: benchmarks/RESULTS.md), drawn at the model's pace.
+DEFAULT_PICTURES = {"single": "both", "multi_image": "maps", "diff": "both", "checkpoints": "both"}
+
+
+def pictures_mode(value: PicturesMode | str | None, experiment: str) -> str:
+    """``output.pictures`` as ``composite``, ``maps`` or ``both``; null: the experiment's default
+    (:data:`DEFAULT_PICTURES`, ``composite`` for any other)."""
+    if value is None:
+        return DEFAULT_PICTURES.get(experiment, PicturesMode.composite.value)
+    return PicturesMode(value).value
 
 
 @dataclass(frozen=True)
@@ -33,11 +47,24 @@ class DrawSettings:
     scale: ScaleSpec = field(default_factory=ScaleSpec)
     save_arrays: str = ArrayExport.none.value
     target: Target | None = None  # what reducer=gradcam explains (None for the other reducers)
+    pictures: str = PicturesMode.composite.value  # output.pictures, resolved (see :func:`pictures_mode`)
+    caption: bool = False  # output.caption: a band above each single picture naming its level and colour range
+
+    @property
+    def write_pictures(self) -> bool:
+        """Whether image-sized pictures are drawn and written (``output.pictures=composite|both``)."""
+        return self.pictures != PicturesMode.maps.value
+
+    @property
+    def write_maps(self) -> bool:
+        """Whether each reduced map is stored as ``<level>.npy`` and the input once as ``image.jpg``
+        (``output.pictures=maps|both``)."""
+        return self.pictures != PicturesMode.composite.value
 
     @property
     def save_maps(self) -> bool:
-        """Whether the drawn 2-D maps are saved as ``<level>.npy``."""
-        return self.save_arrays in (ArrayExport.maps.value, ArrayExport.both.value)
+        """Whether the drawn 2-D maps are saved as ``<level>.npy`` (save_arrays or pictures: maps or both)."""
+        return self.write_maps or self.save_arrays in (ArrayExport.maps.value, ArrayExport.both.value)
 
     @property
     def save_features(self) -> bool:
@@ -121,6 +148,8 @@ class DrawSettings:
             _scale_spec(cfg),
             ArrayExport(out.save_arrays).value,
             target,
+            pictures_mode(out.pictures, cfg.experiment.name),
+            bool(out.caption),
         )
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from enum import Enum
 
-__all__ = ["ArrayExport", "DiffMode", "ReducerName", "ScaleMode"]
+__all__ = ["ArrayExport", "DiffMode", "PicturesMode", "ReducerName", "ScaleMode"]
 
 
 class ReducerName(str, Enum):
@@ -44,4 +44,14 @@ class ArrayExport(str, Enum):
     none = "none"
     maps = "maps"
     features = "features"
+    both = "both"
+
+
+class PicturesMode(str, Enum):
+    """What a run stores of each map: ``composite`` image-sized pictures (PNG/JPEG, for slides and papers),
+    ``maps`` the reduced map at feature resolution (``<level>.npy``) and the input image once (``image.jpg``),
+    which the report page composites, or ``both``."""
+
+    composite = "composite"
+    maps = "maps"
     both = "both"

@@ -55,7 +55,9 @@ class ImageRecord:
     annotations: dict[str, Any] | None = None  # images.annotations: {"boxes": [{"bbox", "label"}]}
     metrics: dict[str, Any] | None = None  # analysis.metrics: pointing_game, energy_in_boxes, deletion/insertion_auc
     geometry: dict[str, Any] | None = None  # ori_hw, img_hw, input_hw, offset_hw, affine (see FORMAT)
-    image_file: str | None = None  # the stored input picture, relative to the run folder (``<image>/image.jpg``)
+    # the stored input picture, relative to the run folder (``<image>/image.jpg``; output.pictures=maps|both, else
+    # written for the report page), and its [H, W] (at most the network input's)
+    image_file: str | None = None
     image_file_hw: tuple[int, int] | None = None
 
 

@@ -72,6 +72,7 @@ def entry_paths(entry: Mapping[str, Any]) -> list[Any]:
     names = list(files) if isinstance(files, list) else [files]
     names += _files_of(entry.get("outputs"), ("file",))
     names += _files_of(entry.get("comparisons"), ("diff_file", "panel_file"))
+    names += _files_of([entry.get("image")], ("image_file",))
     return names
 
 
