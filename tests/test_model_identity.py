@@ -141,7 +141,7 @@ def test_build_model_reuses_a_model_built_earlier_in_this_process(monkeypatch):
     built = []
 
     class CountingAdapter:
-        def build(self, plan):
+        def build(self, plan, check=None):
             built.append(plan.config.seed)
             return SimpleNamespace(plan=plan)
 
