@@ -137,7 +137,9 @@ def test_getting_started_commands_run_as_written(tmp_path):
         assert done.returncode == 0, f"{block}\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}"
     validator = _validator()
     first = tmp_path / "first-run"
-    assert sorted(p.name for p in (first / "demo_scene" / "neck").iterdir()) == [f"p{k}.png" for k in range(3, 8)]
+    pictures = [f"p{k}.{ext}" for k in range(3, 8) for ext in ("npy", "png")]  # output.pictures=both for single
+    assert sorted(p.name for p in (first / "demo_scene" / "neck").iterdir()) == pictures
+    assert (first / "demo_scene" / "image.jpg").is_file()
     for name in ("index.html", "manifest.json", "cli.log", ".hydra", ".featvis"):
         assert (first / name).exists(), name
     manifests = {p.parent.name: json.loads(p.read_text()) for p in tmp_path.rglob("manifest.json")}
