@@ -39,7 +39,7 @@ NO_TORCH_TEST_FILES = (
     "test_demo_shapes.py",
 )
 # Support files those import (test_cli: run_cli); their own tests are not run.
-SUPPORT_FILES = ("__init__.py", "conftest.py", "random_order.py", "test_cli.py")
+SUPPORT_FILES = ("__init__.py", "conftest.py", "random_order.py", "browser.py", "test_cli.py")
 # Tests in those files that do need torch or mmdet and are not marked slow (slow ones build a model: deselected).
 NEEDS_TORCH = (
     "test_reduce.py::test_standardize_matches_mmrazor_norm",  # compares with torch's formula

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from typing import Any
 
@@ -15,9 +16,12 @@ __all__ = ["explained_lines", "make_console", "print_job_line", "print_layers", 
 
 
 def make_console() -> Console:
-    """A console at the terminal's width, or 160 columns when output goes to a file or pipe (logs, CI)."""
+    """A console at the terminal's width, or (output to a file or pipe: logs, CI) ``$COLUMNS`` or 160 columns."""
     console = Console()
-    return console if console.is_terminal else Console(width=160)
+    if console.is_terminal:
+        return console
+    columns = os.environ.get("COLUMNS", "")
+    return Console(width=int(columns) if columns.isdigit() and int(columns) > 0 else 160)
 
 
 def _e(value: Any) -> str:
@@ -70,7 +74,8 @@ def print_summary(result: RunResult, console: Console | None = None) -> None:
             else f"{_e(m.checkpoint)} (sha256 {m.sha256[:12]}…)"
         )
         console.print(
-            f"[bold]model[/] {_e(m.name)}  [dim]{_e(m.mmdet_config)}[/]  weights: {weights}  device: {_e(m.device)}"
+            f"[bold]model[/] {_e(m.name)}  [dim]{_e(m.mmdet_config)}[/]  weights: {weights}  device: {_e(m.device)}",
+            soft_wrap=True,  # one line however long the paths: the terminal wraps it, a log keeps it whole
         )
         if m.sha256 is not None and (m.missing_keys or m.unexpected_keys):
             console.print(
