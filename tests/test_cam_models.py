@@ -141,6 +141,7 @@ def test_cli_sweep_over_gradcam_and_eigencam_and_multi_image(tiny_config, scene_
         "reducer=gradcam",
         "target=all",
         "output.pred_score_thr=0.0",
+        "output.pictures=both",  # the pictures and contact sheets too (multi_image stores maps by default)
         f"output.dir={out}",
     )
     assert multi.returncode == 0, multi.stderr

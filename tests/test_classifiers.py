@@ -146,11 +146,19 @@ def test_a_classifier_from_the_command_line_draws_stages_on_the_crop_with_its_to
     tiny_classifier, photo, tmp_path
 ):
     out = tmp_path / "run"
-    proc = run_cli("model=mmpretrain", f"model.config={tiny_classifier}", f"image={photo}", f"output.dir={out}")
+    proc = run_cli(
+        "model=mmpretrain",
+        f"model.config={tiny_classifier}",
+        f"image={photo}",
+        "output.caption=false",  # the picture alone, pixel for pixel over the photo (no caption band above it)
+        f"output.dir={out}",
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "RANDOM INIT" in proc.stdout
     m = json.loads((out / "manifest.json").read_text())
-    assert sorted(p.name for p in (out / "photo/backbone").iterdir()) == [f"c{k}.png" for k in range(1, 6)]
+    # a single run stores both (output.pictures=both): each stage's picture and its map's values
+    want = sorted(f"c{k}.{ext}" for k in range(1, 6) for ext in ("npy", "png"))
+    assert sorted(p.name for p in (out / "photo/backbone").iterdir()) == want
     (image,) = m["images"]
     assert image["input_hw"] == [64, 64]
     assert image["geometry"] == {
@@ -173,7 +181,9 @@ def test_a_classifier_from_the_command_line_draws_stages_on_the_crop_with_its_to
 
 @pytest.mark.slow
 def test_predictions_are_written_on_the_picture_unless_turned_off(tiny_classifier, photo, tmp_path):
+    # the picture alone (no caption band above it): the predictions are written at its top left
     common = ("model=mmpretrain", f"model.config={tiny_classifier}", f"image={photo}", "cache=off")
+    common += ("output.caption=false",)
     run_here(tmp_path / "on", *common)
     run_here(tmp_path / "off", *common, "output.draw_predictions=false")
     on, off = (cv2.imread(str(tmp_path / f"{k}/photo/backbone/c5.png")) for k in ("on", "off"))

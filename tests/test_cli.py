@@ -48,7 +48,12 @@ def test_default_run_is_the_shipped_demo_model_on_the_demo_scene(tmp_path):
     import cv2
     import numpy as np
 
-    green = np.all(cv2.imread(str(out / "demo_scene/neck/p3.png")) == (0, 255, 0), axis=-1).astype(np.uint8)
+    # the default picture has a caption band above it: the scene is its bottom 480 rows (the band is dark, no green)
+    picture = cv2.imread(str(out / "demo_scene/neck/p3.png"))
+    assert picture.shape[0] > 480 and picture.shape[1:] == (640, 3)
+    band, picture = picture[:-480], picture[-480:]
+    assert not np.all(band == (0, 255, 0), axis=-1).any()
+    green = np.all(picture == (0, 255, 0), axis=-1).astype(np.uint8)
     near = cv2.dilate(green, np.ones((9, 9), np.uint8)).astype(bool)
     for obj in json.loads((REPO / "featvis_run/assets/demo_scene.json").read_text())["objects"]:
         x1, y1, x2, y2 = (int(round(v)) for v in obj["bbox"])
@@ -67,6 +72,7 @@ def test_real_retinanet_r50_random_init_writes_every_fpn_level(scene_image, tmp_
         f"image={scene_image}",
         "model=retinanet_r50",
         'model.cfg_options=["test_dataloader.dataset.pipeline.1.scale=(192,192)"]',
+        "output.caption=false",  # the picture alone, at the image's size (no caption band above it)
         f"output.dir={out}",
         f"cache.dir={tmp_path / 'cache'}",
     )

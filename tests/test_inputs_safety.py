@@ -198,7 +198,10 @@ def test_cli_refuses_huge_and_degenerate_inputs_and_keeps_colliding_stems_apart(
     write_png(folder / "huge.png", 30000, 30000)
     write_png(folder / "strip.png", 100000, 1)
     out = tmp_path / "many"
-    proc = run_cli("experiment=multi_image", f"images={folder}", f"output.dir={out}", "cache=off")
+    # the pictures too (multi_image stores maps by default)
+    proc = run_cli(
+        "experiment=multi_image", f"images={folder}", "output.pictures=both", f"output.dir={out}", "cache=off"
+    )
     assert proc.returncode == 1, proc.stderr
     m = manifest(out)
     by_id = {Path(i["path"]).name: i["id"] for i in m["images"]}
@@ -221,14 +224,17 @@ def test_swapped_cache_entries_are_redrawn_as_a_run_without_cache_draws_them(tmp
     for name in ("one.png", "two.png"):
         noise = rng.integers(0, 255, (160, 200, 3), dtype=np.uint8)
         cv2.imwrite(str(folder / name), cv2.GaussianBlur(noise, (15, 15), 5))
-    common = ["experiment=multi_image", f"images={folder}", f"cache.dir={tmp_path / 'cache'}"]
+    # the pictures too (multi_image stores maps by default), without the caption band: it prints the colour range,
+    # whose digits may differ between the float16 cache and a run without it
+    pictures = ["experiment=multi_image", f"images={folder}", "output.pictures=both", "output.caption=false"]
+    common = [*pictures, f"cache.dir={tmp_path / 'cache'}"]
     assert run_cli(*common, f"output.dir={tmp_path / 'first'}").returncode == 0
     first, second = sorted((tmp_path / "cache").rglob("*.npz"))
     first_bytes = first.read_bytes()
     first.write_bytes(second.read_bytes())
     second.write_bytes(first_bytes)
     proc = run_cli(*common, f"output.dir={tmp_path / 'swapped'}")
-    off = run_cli("experiment=multi_image", f"images={folder}", "cache=off", f"output.dir={tmp_path / 'off'}")
+    off = run_cli(*pictures, "cache=off", f"output.dir={tmp_path / 'off'}")
     assert proc.returncode == 0 and off.returncode == 0, proc.stderr + off.stderr
     for name in ("one", "two"):
         assert f"note: cache entry for {folder / name}.png did not match its key; recomputed" in proc.stdout

@@ -166,6 +166,7 @@ def test_sharded_multi_image_sweep_draws_every_image_once(slurm_env, sweep, tmp_
         slurm_env,
         "experiment=multi_image",
         f"images={images}",
+        "output.pictures=both",  # the pictures too (multi_image stores maps by default)
         "images.shard=0/3,1/3,2/3",
         f"cache.dir={tmp_path / 'cache'}",
         f"hydra.sweep.dir={sweep}",

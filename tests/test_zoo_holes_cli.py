@@ -79,6 +79,7 @@ def test_mae_is_drawn_at_the_size_its_position_table_fits_whatever_the_test_scal
         f"model.cfg_options={options}",
         f"image={small_image}",
         "cache=off",
+        "output.caption=false",  # the picture alone, at the image's size (no caption band above it)
         f"output.dir={out}",
     )
     assert proc.returncode == 0, proc.stderr
