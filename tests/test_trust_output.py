@@ -108,3 +108,12 @@ def test_sweep_page_links_lead_to_job_folders_with_url_special_names(tmp_path, c
     assert [j["href"] for j in data["jobs"]] == [f"{name}/index.html" for name in [*NAMES, "7_[/b]bad"]]
     printed = capsys.readouterr().out
     assert "7_[/b]bad" in printed and "boom [/i] [lo,hi]" in printed
+
+
+def test_links_the_atlas_page_writes_are_url_encoded_per_segment_then_html_escaped():
+    from featvis_run.report.links import href
+
+    # expected by hand: RFC 3986 percent-encoding of '#', '?', '%', ' ', ':' and UTF-8 'ü'; '/' separates segments,
+    # '&' and "'" stay (sub-delimiters) and are then HTML-escaped
+    assert href("a#1/b?/100%/ü x/c:0.jpg") == "a%231/b%3F/100%25/%C3%BC%20x/c%3A0.jpg"
+    assert href("it's&more/p3.jpg") == "it&#x27;s&amp;more/p3.jpg"
