@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from typing import Any
 
@@ -16,12 +15,10 @@ __all__ = ["explained_lines", "make_console", "print_job_line", "print_layers", 
 
 
 def make_console() -> Console:
-    """A console at the terminal's width, or (output to a file or pipe: logs, CI) ``$COLUMNS`` or 160 columns."""
+    """A console at the terminal's width; for a file or pipe (logs, CI) tables 160 columns wide and lines never
+    wrapped (a note naming a long path stays one line that grep finds)."""
     console = Console()
-    if console.is_terminal:
-        return console
-    columns = os.environ.get("COLUMNS", "")
-    return Console(width=int(columns) if columns.isdigit() and int(columns) > 0 else 160)
+    return console if console.is_terminal else Console(width=160, soft_wrap=True)
 
 
 def _e(value: Any) -> str:
