@@ -8,10 +8,10 @@ from typing import Any
 
 import numpy as np
 
-from featvis_run.errors import FeatvisError, ModelError
+from featvis_run.errors import ModelError
 from featvis_run.maps.geometry import Geometry
-from featvis_run.models.base import BuiltModel, ExplainedBatch, ImageResult, PredictionFailed
-from featvis_run.models.openmmlab import OpenMMLabAdapter
+from featvis_run.models.base import BuiltModel, ExplainedBatch, ImageResult
+from featvis_run.models.openmmlab import OpenMMLabAdapter, predict
 from featvis_run.predictions import Detections
 
 __all__ = ["MmdetAdapter"]
@@ -65,12 +65,7 @@ class MmdetAdapter(OpenMMLabAdapter):
             with torch.no_grad():
                 data = built.model.data_preprocessor(batch, False)  # what test_step does first
                 geometries = [_geometry(sample.metainfo) for sample in data["data_samples"]]
-                try:
-                    samples = built.model._run_forward(data, mode="predict")
-                except FeatvisError:
-                    raise  # a recorder's own check (e.g. a bad data_idx), not a model failure
-                except Exception as err:
-                    raise PredictionFailed(geometries, err) from err
+                samples = predict(built.model, data, geometries)
         return [_result(g, sample, built.classes) for g, sample in zip(geometries, samples, strict=True)]
 
     def explain_batch(

@@ -19,10 +19,10 @@ from typing import Any
 
 import numpy as np
 
-from featvis_run.errors import FeatvisError, ModelError, RecordingError
+from featvis_run.errors import ModelError, RecordingError
 from featvis_run.maps.geometry import Geometry
-from featvis_run.models.base import BuiltModel, ImageResult, ModelPlan, PredictionFailed
-from featvis_run.models.openmmlab import OpenMMLabAdapter
+from featvis_run.models.base import BuiltModel, ImageResult, ModelPlan
+from featvis_run.models.openmmlab import OpenMMLabAdapter, predict
 from featvis_run.predictions import Keypoints
 from featvis_run.schema import RecorderSpec
 
@@ -225,12 +225,7 @@ class MmposeAdapter(OpenMMLabAdapter):
                 data = built.model.data_preprocessor(batch, False)
                 input_hw = tuple(int(v) for v in data["inputs"].shape[-2:])
                 geometries = [self._geometry(built, s.metainfo, input_hw) for s in data["data_samples"]]
-                try:
-                    samples = built.model._run_forward(data, mode="predict")
-                except FeatvisError:
-                    raise
-                except Exception as err:
-                    raise PredictionFailed(geometries, err) from err
+                samples = predict(built.model, data, geometries)
         return [_result(g, sample, meta) for g, sample in zip(geometries, samples, strict=True)]
 
     def _geometry(self, built: BuiltModel, meta: Mapping[str, Any], input_hw: tuple[int, int]) -> Geometry:

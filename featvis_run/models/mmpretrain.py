@@ -15,10 +15,9 @@ from typing import Any
 
 import numpy as np
 
-from featvis_run.errors import FeatvisError
 from featvis_run.maps.geometry import Geometry
-from featvis_run.models.base import BuiltModel, ExplainedBatch, ImageResult, PredictionFailed
-from featvis_run.models.openmmlab import OpenMMLabAdapter
+from featvis_run.models.base import BuiltModel, ExplainedBatch, ImageResult
+from featvis_run.models.openmmlab import OpenMMLabAdapter, predict
 from featvis_run.predictions import Classification
 from featvis_run.schema import RecorderSpec, RecorderType
 
@@ -151,12 +150,7 @@ class MmpretrainAdapter(OpenMMLabAdapter):
         with self.scope():
             data, geometries = self._prepare(built, images)
             with torch.no_grad():
-                try:
-                    samples = built.model._run_forward(data, mode="predict")
-                except FeatvisError:
-                    raise
-                except Exception as err:
-                    raise PredictionFailed(geometries, err) from err
+                samples = predict(built.model, data, geometries)
         results = []
         for geometry, sample in zip(geometries, samples, strict=True):
             score = sample.get("pred_score") if hasattr(sample, "get") else None

@@ -16,10 +16,9 @@ from typing import Any
 
 import numpy as np
 
-from featvis_run.errors import FeatvisError
 from featvis_run.maps.geometry import Geometry
-from featvis_run.models.base import BuiltModel, ImageResult, PredictionFailed
-from featvis_run.models.openmmlab import OpenMMLabAdapter
+from featvis_run.models.base import BuiltModel, ImageResult
+from featvis_run.models.openmmlab import OpenMMLabAdapter, predict
 from featvis_run.predictions import SegmentationMap
 from featvis_run.schema import RecorderSpec, RecorderType
 
@@ -183,12 +182,7 @@ class MmsegAdapter(OpenMMLabAdapter):
                 data = built.model.data_preprocessor(batch, False)
                 input_hw = tuple(int(v) for v in data["inputs"].shape[-2:])
                 geometries = [_geometry(sample.metainfo, input_hw) for sample in data["data_samples"]]
-                try:
-                    samples = built.model._run_forward(data, mode="predict")
-                except FeatvisError:
-                    raise
-                except Exception as err:
-                    raise PredictionFailed(geometries, err) from err
+                samples = predict(built.model, data, geometries)
         palette = np.asarray(built.palette if built.palette is not None else np.zeros((0, 3)), np.uint8)
         results = []
         for geometry, sample in zip(geometries, samples, strict=True):

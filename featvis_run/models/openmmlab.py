@@ -20,9 +20,9 @@ from typing import Any
 import numpy as np
 
 from featvis_run.devices import device_problem
-from featvis_run.errors import ModelError, error_line
+from featvis_run.errors import FeatvisError, ModelError, error_line
 from featvis_run.hashing import file_sha256_cached, stable_hash
-from featvis_run.models.base import BuiltModel, CheckpointInfo, ImageResult, ModelPlan
+from featvis_run.models.base import BuiltModel, CheckpointInfo, ImageResult, ModelPlan, PredictionFailed
 from featvis_run.paths import resolve_package_path
 from featvis_run.schema import ModelConfig, RecorderSpec, config_reference
 
@@ -35,8 +35,21 @@ __all__ = [
     "merge_cfg_options",
     "parse_cfg_options",
     "plain_batch_norm",
+    "predict",
     "quiet_openmmlab",
 ]
+
+
+def predict(model: Any, data: Any, geometries: Sequence[Any]) -> Any:
+    """An OpenMMLab model's predictions on a preprocessed batch (``_run_forward(mode="predict")``, what test_step
+    runs after the preprocessor); a failure in the model becomes :class:`PredictionFailed` with the images'
+    geometries, a featvis-run error (a recorder's own check, e.g. a bad data_idx) passes as it is."""
+    try:
+        return model._run_forward(data, mode="predict")
+    except FeatvisError:
+        raise
+    except Exception as err:
+        raise PredictionFailed(geometries, err) from err
 
 
 @contextlib.contextmanager
