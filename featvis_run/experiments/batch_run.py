@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import os
 import threading
 import time
 from collections import deque
@@ -31,10 +30,10 @@ from featvis_run.experiments.common import (
 from featvis_run.experiments.draw import (
     add_run_stats,
     box_cap_note,
+    image_record,
     level_jobs,
     non_finite_notes,
     prediction_counts,
-    prediction_record,
     reduce_levels,
 )
 from featvis_run.experiments.explain import explained_record, feature_source
@@ -43,7 +42,6 @@ from featvis_run.experiments.metrics_run import MetricsPlan, metric_means, run_i
 from featvis_run.experiments.pipeline import drawing_pool, prefetch
 from featvis_run.experiments.settings import DrawSettings
 from featvis_run.experiments.stored import image_file, map_caption, stored_image_hw, write_input_image
-from featvis_run.maps.geometry import geometry_record
 from featvis_run.maps.scales import RangeBook
 from featvis_run.models.source import FeatureSource
 from featvis_run.recording.levels import LevelKey
@@ -160,17 +158,7 @@ class _ImageRun:
                 hw = stored_image_hw(g)
                 extra |= {"image_file": image_file(im.image_id), "image_file_hw": hw}
                 jobs.append(functools.partial(_store_input, self.out_dir, im.image_id, im.array, hw))
-            image = ImageRecord(
-                os.path.abspath(im.path),
-                g.ori_hw,
-                g.input_hw,
-                **counts,
-                **explained,
-                id=im.image_id,
-                geometry=geometry_record(g),
-                predictions=prediction_record(item.predictions, self.settings),
-                **extra,
-            )
+            image = image_record(im, g, item.predictions, self.settings, **counts, **explained, **extra)
             futures = [self._submit(job) for job in jobs]
             measured = self._measure(item.features, g)
             self.pending.append(_Pending(im.image_id, image, notes, futures, measured))

@@ -17,7 +17,7 @@ from typing import Any
 
 from featvis_run.errors import ConfigError, FeatvisError, ModelError, error_line
 from featvis_run.experiments.common import activation_cache, cache_summary
-from featvis_run.experiments.draw import non_finite_notes, prediction_counts, prediction_record
+from featvis_run.experiments.draw import image_record, non_finite_notes, prediction_counts
 from featvis_run.experiments.evolution import Frame, FrameRecord, write_sequence
 from featvis_run.experiments.inputs import (
     ImageBatches,
@@ -30,7 +30,6 @@ from featvis_run.experiments.inputs import (
 from featvis_run.experiments.settings import DrawSettings
 from featvis_run.experiments.stored import image_file, stored_image_hw, write_input_image
 from featvis_run.maps.evolution import natural_key
-from featvis_run.maps.geometry import geometry_record
 from featvis_run.models.base import ImageFeatures
 from featvis_run.models.registry import plan_model
 from featvis_run.models.source import FeatureSource
@@ -153,18 +152,7 @@ def run_checkpoints(cfg: Config, out_dir: Path, resolved: dict[str, Any]) -> Run
         if settings.write_maps:  # the input once, for the report page to draw the maps on
             stored = {"image_file": image_file(im.image_id), "image_file_hw": stored_image_hw(g)}
             write_input_image(out_dir, im.image_id, im.array, stored["image_file_hw"])
-        image_records.append(
-            ImageRecord(
-                os.path.abspath(im.path),
-                g.ori_hw,
-                g.input_hw,
-                **counts,
-                id=im.image_id,
-                geometry=geometry_record(g),
-                predictions=prediction_record(last.predictions, settings),
-                **stored,
-            )
-        )
+        image_records.append(image_record(im, g, last.predictions, settings, **counts, **stored))
         notes += [f"{im.image_id}: {note}" for note in im.notes]
         keys: list[LevelKey] = list(last.features)
         for key in keys:

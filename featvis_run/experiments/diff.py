@@ -8,7 +8,6 @@ which needs no channel match).
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Sequence
 from concurrent.futures import Executor
@@ -33,7 +32,7 @@ from featvis_run.experiments.diff_levels import (
     reduce_level,
     side_labels,
 )
-from featvis_run.experiments.draw import box_cap_note, finite_stats, prediction_counts, prediction_record, save_arrays
+from featvis_run.experiments.draw import box_cap_note, finite_stats, image_record, prediction_counts, save_arrays
 from featvis_run.experiments.inputs import ImageBatches, check_inputs, image_paths, named_inputs, selected_inputs
 from featvis_run.experiments.pipeline import drawing_pool, prefetch
 from featvis_run.experiments.settings import DrawSettings
@@ -163,16 +162,7 @@ class _DiffRun:
         def image_entry() -> dict[str, Any]:
             counts = prediction_counts(item_a.predictions, self.settings)
             capped = box_cap_note(im.image_id, counts, self.settings.render.max_boxes)
-            image = ImageRecord(
-                os.path.abspath(im.path),
-                g.ori_hw,
-                g.input_hw,
-                **counts,
-                id=im.image_id,
-                geometry=geometry_record(g),
-                predictions=prediction_record(item_a.predictions, self.settings),
-                **stored,
-            )
+            image = image_record(im, g, item_a.predictions, self.settings, **counts, **stored)
             return {"image": asdict(image), "notes": notes + ([capped] if capped else [])}
 
         def draw(level: tuple[LevelKey, LevelKey, ReducedLevel]) -> tuple[MapRecord, dict[str, Any]]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import os
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Executor
 from pathlib import Path
@@ -14,16 +15,17 @@ import numpy as np
 
 from featvis_run.drawing.layout import caption_band
 from featvis_run.drawing.render import render_map_scaled, with_colorbar
+from featvis_run.experiments.inputs import InputImage
 from featvis_run.experiments.settings import DrawSettings
 from featvis_run.experiments.stored import map_caption, map_scales
 from featvis_run.maps.cam import FUSED
-from featvis_run.maps.geometry import Geometry, cell_placement, crop_valid, valid_cells
+from featvis_run.maps.geometry import Geometry, cell_placement, crop_valid, geometry_record, valid_cells
 from featvis_run.maps.modes import ReducerName
 from featvis_run.maps.reduce import ReducedMap, reduce_channels, standardize
 from featvis_run.maps.scales import RangeBook, image_ranges
 from featvis_run.predictions import Classification, Detections, Keypoints, Predictions, SegmentationMap
 from featvis_run.recording.levels import LevelKey
-from featvis_run.store.manifest import MapRecord
+from featvis_run.store.manifest import ImageRecord, MapRecord
 from featvis_run.store.outputs import safe_name, write_array, write_image
 
 __all__ = [
@@ -31,6 +33,7 @@ __all__ = [
     "box_cap_note",
     "draw_levels",
     "finite_stats",
+    "image_record",
     "keypoint_channel_names",
     "level_jobs",
     "non_finite_notes",
@@ -82,6 +85,22 @@ def prediction_record(predictions: Predictions | None, settings: DrawSettings) -
         ]
         return {"classes": classes}
     return None
+
+
+def image_record(
+    im: InputImage, geometry: Geometry, predictions: Predictions | None, settings: DrawSettings, **extra: Any
+) -> ImageRecord:
+    """The manifest's record of a drawn image: its path, sizes, id, geometry and predictions (``extra``: the
+    counts, the explained target, stored photo, annotations, metrics)."""
+    return ImageRecord(
+        os.path.abspath(im.path),
+        geometry.ori_hw,
+        geometry.input_hw,
+        id=im.image_id,
+        geometry=geometry_record(geometry),
+        predictions=prediction_record(predictions, settings),
+        **extra,
+    )
 
 
 def box_cap_note(image_id: str, counts: Mapping[str, Any], max_boxes: int | None) -> str | None:
